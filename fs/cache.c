@@ -1,0 +1,198 @@
+/* cache: the content-addressed body store.
+ *
+ * DESIGN
+ * - A body lives at <dir>/bodies/<2 hex>/<62 hex> named by the sha256 of its
+ *   bytes (RECORD's hash), so identical files of different wheels and
+ *   versions share one copy.  Entries without a RECORD hash are keyed by
+ *   sha256(wheel sha256 || entry name) under bodies/x<2 hex>/ instead, so a
+ *   key never pretends to be a content hash.
+ * - Fills are single-flight per key: the first caller fills a temp file in
+ *   <dir>/tmp and renames it into place; concurrent callers for the same key
+ *   wait on the in-flight record and then open the published file.  Several
+ *   daemons may fill the same key at once: rename() makes the last one win
+ *   with identical bytes.
+ * - The store is untrusted on read: a body whose size is wrong is removed
+ *   and fetched again.  No fsync: a torn file after a crash fails that check.
+ * - Locking: cache->lock protects the in-flight list only; it is never held
+ *   across a fill (network I/O).
+ * Deliberately missing (for now): size limits and LRU eviction. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fetch/util/hash.h"
+#include "fetch/util/log.h"
+#include "fetch/util/util.h"
+#include "fs/fs_i.h"
+
+struct inflight {
+	uint8_t key[32];
+	bool verified;
+	bool done;
+	int result;
+	int refs; /* protected by cache->lock */
+	struct inflight *next;
+};
+
+struct cache {
+	char *dir;
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* broadcast when any fill completes */
+	struct inflight *inflight; /* protected by lock */
+};
+
+int cache_open(const char *dir, struct cache **ret)
+{
+	char *sub[] = {xasprintf("%s/bodies", dir), xasprintf("%s/tmp", dir),
+		       xasprintf("%s/wheels", dir)};
+	int r = 0;
+	for (size_t i = 0; i < ARRAY_SIZE(sub); i++) {
+		if (r == 0)
+			r = mkdir_p(sub[i], 0755);
+		free(sub[i]);
+	}
+	if (r < 0)
+		return r;
+	struct cache *c = xcalloc(1, sizeof(*c));
+	c->dir = xstrdup(dir);
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->cond, NULL);
+	*ret = c;
+	return 0;
+}
+
+struct cache *cache_close(struct cache *c)
+{
+	if (!c)
+		return NULL;
+	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->cond);
+	free(c->dir);
+	free(c);
+	return NULL;
+}
+
+static char *body_path(struct cache *c, const uint8_t key[32], bool verified)
+{
+	char hex[65];
+	hex_encode(key, 32, hex);
+	return xasprintf("%s/bodies/%s%.2s/%s", c->dir, verified ? "" : "x", hex, hex + 2);
+}
+
+char *cache_wheel_path(struct cache *c, const uint8_t sha[32])
+{
+	char hex[65];
+	hex_encode(sha, 32, hex);
+	return xasprintf("%s/wheels/%s.whl", c->dir, hex);
+}
+
+int cache_tmpfile(struct cache *c, char **ret_path)
+{
+	char *path = xasprintf("%s/tmp/fill.XXXXXX", c->dir);
+	int fd = mkostemp(path, O_CLOEXEC);
+	if (fd < 0) {
+		int r = -errno;
+		free(path);
+		return r;
+	}
+	*ret_path = path;
+	return fd;
+}
+
+/* Opens a published body; a wrong size means a torn or tampered file. */
+static int open_checked(const char *path, uint64_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == size)
+		return fd;
+	close(fd);
+	log_debug(LOG_CAT_CACHE, "\"%s\" has the wrong size, dropping it", path);
+	unlink(path);
+	return -ENOENT;
+}
+
+static int fill_and_publish(struct cache *c, const char *path, uint64_t size, cache_fill_fn fill,
+			    void *ud)
+{
+	char *tmp;
+	int fd = cache_tmpfile(c, &tmp);
+	if (fd < 0)
+		return fd;
+	int r = fill(ud, fd);
+	struct stat st;
+	if (r == 0 && (fstat(fd, &st) < 0 || (uint64_t)st.st_size != size))
+		r = -EIO;
+	if (r == 0 && fchmod(fd, 0444) < 0)
+		r = -errno;
+	close(fd);
+	if (r == 0) {
+		char *dir = xstrndup(path, (size_t)(strrchr(path, '/') - path));
+		r = mkdir_p(dir, 0755);
+		free(dir);
+		if (r == 0 && rename(tmp, path) < 0)
+			r = -errno;
+	}
+	if (r < 0)
+		unlink(tmp);
+	free(tmp);
+	return r;
+}
+
+int cache_get(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
+	      cache_fill_fn fill, void *ud)
+{
+	char *path = body_path(c, key, verified);
+	int fd = open_checked(path, size);
+	if (fd >= 0 || fd != -ENOENT)
+		goto out;
+
+	pthread_mutex_lock(&c->lock);
+	struct inflight *f;
+	for (f = c->inflight; f; f = f->next)
+		if (f->verified == verified && !memcmp(f->key, key, 32))
+			break;
+	if (f) {
+		f->refs++;
+		while (!f->done)
+			pthread_cond_wait(&c->cond, &c->lock);
+		int r = f->result;
+		if (--f->refs == 0)
+			free(f);
+		pthread_mutex_unlock(&c->lock);
+		fd = r < 0 ? r : open_checked(path, size);
+		goto out;
+	}
+	f = xcalloc(1, sizeof(*f));
+	memcpy(f->key, key, 32);
+	f->verified = verified;
+	f->refs = 1;
+	f->next = c->inflight;
+	c->inflight = f;
+	pthread_mutex_unlock(&c->lock);
+
+	int r = fill_and_publish(c, path, size, fill, ud);
+	fd = r < 0 ? r : open_checked(path, size);
+
+	pthread_mutex_lock(&c->lock);
+	for (struct inflight **p = &c->inflight; *p; p = &(*p)->next)
+		if (*p == f) {
+			*p = f->next;
+			break;
+		}
+	f->done = true;
+	f->result = fd < 0 ? fd : 0;
+	if (--f->refs == 0)
+		free(f);
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+out:
+	free(path);
+	return fd;
+}

@@ -1,0 +1,271 @@
+/* catalog: wheel metadata in SQLite, shared by every mount on the machine.
+ *
+ * A wheel is stored as the raw bytes of its central directory and end
+ * records (zstd-compressed) plus the few small members the tree builder
+ * needs.  On load the directory is parsed again with zipcd_parse: the cache
+ * directory is untrusted input too, and re-parsing ~100 bytes per entry costs
+ * microseconds.  Schema version: PRAGMA user_version. */
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <zstd.h>
+
+#include "fetch/util/log.h"
+#include "fetch/util/util.h"
+#include "fs/fs_i.h"
+
+#define CATALOG_SCHEMA_VERSION 1
+#define CATALOG_MAX_BLOB (512u << 20)
+
+struct catalog {
+	sqlite3 *db;
+	sqlite3_stmt *get_wheel, *get_members, *put_wheel, *put_member;
+};
+
+static const char schema[] =
+	"CREATE TABLE IF NOT EXISTS wheel ("
+	" sha256 BLOB PRIMARY KEY,"
+	" filename TEXT NOT NULL,"
+	" size INTEGER NOT NULL,"
+	" cd_off INTEGER NOT NULL,"
+	" tail_len INTEGER NOT NULL,"
+	" tail BLOB NOT NULL," /* zstd of bytes [cd_off, size) */
+	" added INTEGER NOT NULL"
+	") WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS member ("
+	" sha256 BLOB NOT NULL,"
+	" name TEXT NOT NULL,"
+	" len INTEGER NOT NULL,"
+	" data BLOB NOT NULL," /* zstd */
+	" PRIMARY KEY (sha256, name)"
+	") WITHOUT ROWID;";
+
+static int sql_err(struct catalog *c, const char *what, char *err, size_t errlen)
+{
+	if (err)
+		snprintf(err, errlen, "catalog: %s: %s", what, sqlite3_errmsg(c->db));
+	int code = sqlite3_errcode(c->db);
+	if (code == SQLITE_BUSY || code == SQLITE_LOCKED)
+		return -EBUSY;
+	if (code == SQLITE_CANTOPEN || code == SQLITE_PERM || code == SQLITE_READONLY)
+		return -EACCES;
+	if (code == SQLITE_FULL)
+		return -ENOSPC;
+	return -EIO;
+}
+
+int catalog_open(const char *path, struct catalog **ret, char *err, size_t errlen)
+{
+	struct catalog *c = xcalloc(1, sizeof(*c));
+	int r;
+	if (sqlite3_open_v2(path, &c->db,
+			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+			    NULL) != SQLITE_OK) {
+		r = sql_err(c, path, err, errlen);
+		goto fail;
+	}
+	sqlite3_busy_timeout(c->db, 10000);
+	/* WAL lets mounts read while another daemon inserts; NORMAL sync is
+	 * safe with WAL (a crash loses at most the last transaction, which the
+	 * next mount simply fetches again). */
+	if (sqlite3_exec(c->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
+			 NULL) != SQLITE_OK ||
+	    sqlite3_exec(c->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
+		r = sql_err(c, path, err, errlen);
+		goto fail;
+	}
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(c->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK) {
+		int v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+		sqlite3_finalize(st);
+		if (v == 0)
+			sqlite3_exec(c->db, "PRAGMA user_version=1", NULL, NULL, NULL);
+		else if (v != CATALOG_SCHEMA_VERSION) {
+			snprintf(err, errlen,
+				 "catalog %s has schema version %d, this sitefs knows %d: use "
+				 "another --cache-dir",
+				 path, v, CATALOG_SCHEMA_VERSION);
+			r = -EPROTO;
+			goto fail;
+		}
+	}
+	if (sqlite3_prepare_v2(c->db,
+			       "SELECT size, cd_off, tail_len, tail FROM wheel WHERE sha256 = ?",
+			       -1, &c->get_wheel, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(c->db,
+			       "SELECT name, len, data FROM member WHERE sha256 = ? ORDER BY name",
+			       -1, &c->get_members, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(c->db,
+			       "INSERT OR IGNORE INTO wheel VALUES (?, ?, ?, ?, ?, ?, ?)", -1,
+			       &c->put_wheel, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(c->db, "INSERT OR IGNORE INTO member VALUES (?, ?, ?, ?)", -1,
+			       &c->put_member, NULL) != SQLITE_OK) {
+		r = sql_err(c, "prepare", err, errlen);
+		goto fail;
+	}
+	*ret = c;
+	return 0;
+fail:
+	catalog_close(c);
+	return r;
+}
+
+struct catalog *catalog_close(struct catalog *c)
+{
+	if (!c)
+		return NULL;
+	sqlite3_finalize(c->get_wheel);
+	sqlite3_finalize(c->get_members);
+	sqlite3_finalize(c->put_wheel);
+	sqlite3_finalize(c->put_member);
+	sqlite3_close(c->db);
+	free(c);
+	return NULL;
+}
+
+/* Decompresses a zstd column of known original length; NULL if corrupt. */
+static uint8_t *unzstd(const void *src, size_t srclen, size_t len)
+{
+	if (len > CATALOG_MAX_BLOB)
+		return NULL;
+	uint8_t *out = xmalloc(len + 1);
+	size_t n = ZSTD_decompress(out, len, src, srclen);
+	if (ZSTD_isError(n) || n != len) {
+		free(out);
+		return NULL;
+	}
+	out[len] = 0;
+	return out;
+}
+
+static void *zstd(const void *src, size_t len, size_t *ret_len)
+{
+	size_t cap = ZSTD_compressBound(len);
+	void *out = xmalloc(cap);
+	size_t n = ZSTD_compress(out, cap, src, len, 3);
+	if (ZSTD_isError(n)) {
+		free(out);
+		return NULL;
+	}
+	*ret_len = n;
+	return out;
+}
+
+int catalog_get(struct catalog *c, const uint8_t sha[32], uint64_t size, struct wheel_meta *ret)
+{
+	sqlite3_stmt *st = c->get_wheel;
+	int r = -ENOENT;
+	uint8_t *tail = NULL;
+	struct wheel_meta m = {0};
+
+	sqlite3_bind_blob(st, 1, sha, 32, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		r = rc == SQLITE_DONE ? -ENOENT : sql_err(c, "get", NULL, 0);
+		sqlite3_reset(st);
+		return r;
+	}
+	uint64_t rsize = (uint64_t)sqlite3_column_int64(st, 0);
+	uint64_t cd_off = (uint64_t)sqlite3_column_int64(st, 1);
+	uint64_t tail_len = (uint64_t)sqlite3_column_int64(st, 2);
+	if (rsize != size || cd_off > size || size - cd_off != tail_len ||
+	    !(tail = unzstd(sqlite3_column_blob(st, 3), (size_t)sqlite3_column_bytes(st, 3),
+			    (size_t)tail_len))) {
+		sqlite3_reset(st);
+		log_debug(LOG_CAT_SQL, "catalog row for a wheel of size %llu is corrupt",
+			  (unsigned long long)size);
+		return -EBADMSG;
+	}
+	sqlite3_reset(st);
+
+	char msg[256];
+	uint64_t need;
+	if (zipcd_parse(tail, (size_t)tail_len, cd_off, size, &m.cd, &need, msg, sizeof(msg)) <
+	    0) {
+		log_debug(LOG_CAT_SQL, "catalog row does not parse: %s", msg);
+		r = -EBADMSG;
+		goto out;
+	}
+
+	st = c->get_members;
+	sqlite3_bind_blob(st, 1, sha, 32, SQLITE_STATIC);
+	size_t cap = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(st, 0);
+		size_t len = (size_t)sqlite3_column_int64(st, 1);
+		uint8_t *data = unzstd(sqlite3_column_blob(st, 2),
+				       (size_t)sqlite3_column_bytes(st, 2), len);
+		if (!name || !data) {
+			free(data);
+			rc = SQLITE_CORRUPT;
+			break;
+		}
+		if (m.nfiles == cap) {
+			cap = cap ? 2 * cap : 8;
+			m.files = xrealloc(m.files, cap * sizeof(*m.files));
+		}
+		m.files[m.nfiles++] = (struct wheel_file){xstrdup(name), data, len};
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		r = -EBADMSG;
+		goto out;
+	}
+	*ret = m;
+	memset(&m, 0, sizeof(m));
+	r = 0;
+out:
+	wheel_meta_clear(&m);
+	free(tail);
+	return r;
+}
+
+int catalog_put(struct catalog *c, const uint8_t sha[32], const char *filename, uint64_t size,
+		const uint8_t *tail, size_t tail_len, const struct wheel_meta *m)
+{
+	int r = 0;
+	size_t zlen;
+	void *z = zstd(tail, tail_len, &zlen);
+	if (!z)
+		return -EIO;
+	if (sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+		free(z);
+		return sql_err(c, "begin", NULL, 0);
+	}
+	sqlite3_stmt *st = c->put_wheel;
+	sqlite3_bind_blob(st, 1, sha, 32, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, filename, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)size);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)(size - tail_len));
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)tail_len);
+	sqlite3_bind_blob(st, 6, z, (int)zlen, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 7, (sqlite3_int64)time(NULL));
+	if (sqlite3_step(st) != SQLITE_DONE)
+		r = sql_err(c, "insert wheel", NULL, 0);
+	sqlite3_reset(st);
+	free(z);
+
+	for (size_t i = 0; r == 0 && i < m->nfiles; i++) {
+		const struct wheel_file *f = &m->files[i];
+		void *zd = zstd(f->data, f->len, &zlen);
+		if (!zd) {
+			r = -EIO;
+			break;
+		}
+		st = c->put_member;
+		sqlite3_bind_blob(st, 1, sha, 32, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, f->name, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, (sqlite3_int64)f->len);
+		sqlite3_bind_blob(st, 4, zd, (int)zlen, SQLITE_STATIC);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			r = sql_err(c, "insert member", NULL, 0);
+		sqlite3_reset(st);
+		free(zd);
+	}
+	if (sqlite3_exec(c->db, r == 0 ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL) != SQLITE_OK &&
+	    r == 0)
+		r = sql_err(c, "commit", NULL, 0);
+	return r;
+}

@@ -1,0 +1,106 @@
+/* ctx: preparing a mount — cache, fetch engine, metadata, tree. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fetch/util/log.h"
+#include "fetch/util/util.h"
+#include "fs/fs_i.h"
+
+int fs_prepare(const struct fs_config *cfg, struct fs_ctx **ret, char *err, size_t errlen)
+{
+	uint64_t t0 = now_ns();
+	struct fs_ctx *ctx = xcalloc(1, sizeof(*ctx));
+	int r;
+
+	ctx->cfg = *cfg;
+	ctx->cache_dir = xstrdup(cfg->cache_dir);
+	r = mkdir_p(ctx->cache_dir, 0755);
+	if (r == 0)
+		r = cache_open(ctx->cache_dir, &ctx->cache);
+	if (r < 0) {
+		snprintf(err, errlen, "cache directory \"%s\": %s", ctx->cache_dir, strerror(-r));
+		goto fail;
+	}
+	ctx->http = http_engine_new(NULL);
+	if (!ctx->http) {
+		snprintf(err, errlen, "cannot start the fetch engine");
+		r = -EIO;
+		goto fail;
+	}
+
+	ctx->wheels = xcalloc(cfg->nwheels ? cfg->nwheels : 1, sizeof(*ctx->wheels));
+	ctx->twheels = xcalloc(cfg->nwheels ? cfg->nwheels : 1, sizeof(*ctx->twheels));
+	for (size_t i = 0; i < cfg->nwheels; i++) {
+		ctx->wheels[i].spec = &cfg->wheels[i];
+		pthread_mutex_init(&ctx->wheels[i].lock, NULL);
+		/* A whole copy left by an earlier mount (server without Range). */
+		char *p = cache_wheel_path(ctx->cache, cfg->wheels[i].sha256);
+		if (http_is_remote(cfg->wheels[i].url) && access(p, R_OK) == 0)
+			ctx->wheels[i].local_path = p;
+		else
+			free(p);
+	}
+	r = wheel_load_all(ctx, err, errlen);
+	if (r < 0)
+		goto fail;
+
+	for (size_t i = 0; i < cfg->nwheels; i++)
+		ctx->twheels[i] = (struct tree_wheel){cfg->wheels[i].filename,
+						      &ctx->wheels[i].meta,
+						      cfg->wheels[i].requested};
+	struct tree_opts topts = {
+		.venv_root = cfg->venv_root,
+		.installer = cfg->installer ? cfg->installer : "sitefs",
+		.py = cfg->py,
+		.mtime = (int64_t)time(NULL),
+	};
+	r = tree_build(&topts, ctx->twheels, cfg->nwheels, &ctx->tree, err, errlen);
+	if (r < 0)
+		goto fail;
+	for (size_t i = 0; i < ctx->tree->nwarnings; i++)
+		log_warn("%s", ctx->tree->warnings[i]);
+
+	struct http_stats hs;
+	http_get_stats(ctx->http, &hs);
+	ctx->stats.wheels = cfg->nwheels;
+	ctx->stats.requests = hs.requests;
+	ctx->stats.wire_bytes = hs.wire_bytes;
+	ctx->stats.elapsed_ns = now_ns() - t0;
+	*ret = ctx;
+	return 0;
+fail:
+	fs_free(ctx);
+	return r;
+}
+
+struct fs_ctx *fs_free(struct fs_ctx *ctx)
+{
+	if (!ctx)
+		return NULL;
+	ctx->http = http_engine_free(ctx->http);
+	for (size_t i = 0; ctx->wheels && i < ctx->cfg.nwheels; i++) {
+		wheel_meta_clear(&ctx->wheels[i].meta);
+		free(ctx->wheels[i].local_path);
+		pthread_mutex_destroy(&ctx->wheels[i].lock);
+	}
+	free(ctx->wheels);
+	free(ctx->twheels);
+	tree_free(ctx->tree);
+	cache_close(ctx->cache);
+	free(ctx->cache_dir);
+	free(ctx);
+	return NULL;
+}
+
+const struct tree *fs_tree(const struct fs_ctx *ctx)
+{
+	return ctx->tree;
+}
+
+void fs_get_prepare_stats(const struct fs_ctx *ctx, struct fs_prepare_stats *ret)
+{
+	*ret = ctx->stats;
+}

@@ -1,0 +1,62 @@
+/* fs: the filesystem side of sitefs — the only header tools/ includes.
+ *
+ * A mount is prepared in the foreground (catalog lookups, metadata range
+ * requests, tree build), then served.  fs/ never sees the resolver: tools/
+ * turns a lock file into fs_wheel specs. */
+#ifndef SITEFS_FS_H
+#define SITEFS_FS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fs/tree.h"
+
+struct fs_wheel {
+	const char *filename; /* wheel filename (messages, cache of whole wheels) */
+	const char *url;      /* http(s)://, file:// or a local path */
+	uint64_t size;        /* from the lock: needed for the tail range */
+	uint8_t sha256[32];   /* of the whole wheel file */
+	bool requested;
+};
+
+struct fs_config {
+	const char *cache_dir;    /* created if missing */
+	const char *venv_root;    /* absolute path baked into scripts */
+	const char *installer;    /* INSTALLER text; NULL = "sitefs" */
+	struct tree_python py;
+	const struct fs_wheel *wheels;
+	size_t nwheels;
+};
+
+struct fs_ctx;
+
+/* Opens the cache and catalog, loads every wheel's metadata (from the
+ * catalog, else with range requests, in parallel) and builds the tree.
+ * Starts the fetch engine thread: call after any fork().
+ * Returns 0 and *ret; -errno with a message naming the wheel/URL in err. */
+int fs_prepare(const struct fs_config *cfg, struct fs_ctx **ret, char *err, size_t errlen);
+struct fs_ctx *fs_free(struct fs_ctx *ctx);
+const struct tree *fs_tree(const struct fs_ctx *ctx);
+
+/* Statistics of the preparation, for the CLI to print. */
+struct fs_prepare_stats {
+	size_t wheels, wheels_from_catalog;
+	uint64_t requests, wire_bytes;
+	uint64_t elapsed_ns;
+};
+void fs_get_prepare_stats(const struct fs_ctx *ctx, struct fs_prepare_stats *ret);
+
+/* Returns an O_RDONLY fd on the verified body of BODY node i (fetching,
+ * inflating, verifying and caching it on first use; single-flight).  Caller
+ * closes.  -EIO when the body fails verification or cannot be fetched. */
+int fs_body_open(struct fs_ctx *ctx, uint32_t i);
+
+/* Mounts at mountpoint and serves until unmounted or signalled.
+ * fuse_opts: extra "-o" option string or NULL.  When mounted, writes one
+ * byte '0' to ready_fd (if >= 0) and closes it — the daemon handshake.
+ * Returns 0 on clean unmount, -errno on failure (logged). */
+int fs_serve(struct fs_ctx *ctx, const char *mountpoint, const char *fuse_opts, bool debug,
+	     int ready_fd);
+
+#endif

@@ -1,0 +1,78 @@
+/* fs internals shared by catalog.c, wheel.c, cache.c and ops.c. */
+#ifndef SITEFS_FS_I_H
+#define SITEFS_FS_I_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fetch/http.h"
+#include "fs/fs.h"
+#include "fs/tree.h"
+
+/* --- catalog.c: SQLite store of wheel metadata, keyed by wheel sha256.
+ * One struct catalog is one connection: use it from one thread at a time
+ * (each thread opens its own).  Rows are immutable once written; several
+ * processes may insert the same wheel at once (INSERT OR IGNORE). */
+struct catalog;
+/* Opens (creating the schema) path.  Returns 0 or -errno with a message. */
+int catalog_open(const char *path, struct catalog **ret, char *err, size_t errlen);
+struct catalog *catalog_close(struct catalog *c);
+/* Loads a wheel's metadata into *ret (caller clears with wheel_meta_clear).
+ * Returns 0, -ENOENT if unknown, -EBADMSG if the stored row is corrupt. */
+int catalog_get(struct catalog *c, const uint8_t sha[32], uint64_t size, struct wheel_meta *ret);
+/* Stores metadata: the raw bytes [cd_off, size) of the wheel (central
+ * directory and end records) and the kept small files. Returns 0 or -errno. */
+int catalog_put(struct catalog *c, const uint8_t sha[32], const char *filename, uint64_t size,
+		const uint8_t *tail, size_t tail_len, const struct wheel_meta *m);
+
+/* --- wheel.c: reading byte ranges of a wheel, wherever it is. */
+struct wheel_src {
+	const struct fs_wheel *spec;
+	struct wheel_meta meta;
+	char *local_path; /* whole wheel in the cache (or the lock's local path), or NULL */
+	pthread_mutex_t lock; /* protects local_path and full_fetch below */
+	bool full_fetch;      /* the server ignores Range: whole-wheel download done or going */
+};
+
+struct fs_ctx {
+	struct fs_config cfg;
+	char *cache_dir;
+	struct http_engine *http;
+	struct wheel_src *wheels;
+	struct tree_wheel *twheels;
+	struct tree *tree;
+	struct cache *cache;
+	struct fs_prepare_stats stats;
+};
+
+/* Loads metadata for all wheels (catalog first, then parallel range
+ * requests), filling ctx->wheels[i].meta. Returns 0 or -errno + message. */
+int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen);
+/* Streams bytes [off, off+len) of wheel w to sink.  Uses the local copy when
+ * there is one; on a server that ignores Range, downloads the whole wheel
+ * once into the cache (verified against the lock's sha256) and reads from
+ * it.  Returns 0 or -errno with a reason in err. */
+int wheel_read(struct fs_ctx *ctx, struct wheel_src *w, uint64_t off, uint64_t len,
+	       http_sink_fn sink, void *ud, char *err, size_t errlen);
+
+/* --- cache.c: content-addressed body store with single-flight fills. */
+struct cache;
+int cache_open(const char *dir, struct cache **ret);
+struct cache *cache_close(struct cache *c);
+/* Fills a temp fd with the verified body; returns 0 or -errno. */
+typedef int (*cache_fill_fn)(void *ud, int fd);
+/* Returns an O_RDONLY fd on the body with this key and size, calling fill
+ * (in this thread) on a miss; concurrent callers for one key wait for the
+ * single fill.  Returns fd or -errno (the filler's error for all waiters). */
+int cache_get(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
+	      cache_fill_fn fill, void *ud);
+/* Where whole wheels go: "<dir>/wheels/<hex>.whl" (caller frees). */
+char *cache_wheel_path(struct cache *c, const uint8_t sha[32]);
+/* A new temp file in the cache's tmp dir: returns fd and *ret_path (caller frees). */
+int cache_tmpfile(struct cache *c, char **ret_path);
+
+/* --- ops.c */
+const struct fuse_lowlevel_ops *ops_get(void);
+
+#endif

@@ -1,0 +1,227 @@
+/* cmd_mount: sitefs mount [--python PY] [--cache-dir DIR] [-f] [-o OPT,...] LOCK MOUNTPOINT
+ *
+ * Everything that can fail for a reason the user can fix (lock file,
+ * interpreter, index, zip directories) happens before the mount, with the
+ * terminal still attached.  Without -f the work runs in a child that tells
+ * the parent through a pipe once the tree is mounted; the parent exits 0
+ * only then, so a script can use the venv right after `sitefs mount`. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fetch/util/log.h"
+#include "fetch/util/util.h"
+#include "tools/tools.h"
+
+static const char *arg_python = "python3";
+static const char *arg_cache_dir;
+static const char *arg_fuse_opts;
+static bool arg_foreground, arg_debug, arg_verbose;
+
+static void help(FILE *f)
+{
+	fprintf(f,
+		"Usage: sitefs mount [OPTIONS] LOCK MOUNTPOINT\n\n"
+		"Mount the PEP 751 lock file LOCK as a complete venv at MOUNTPOINT.  Returns\n"
+		"once the tree is visible; file bodies are fetched, verified and cached when\n"
+		"first opened.  Unmount with 'sitefs umount MOUNTPOINT'.\n\n"
+		"Options:\n"
+		"  --python PY      interpreter of the venv (default: python3 on PATH)\n"
+		"  --cache-dir DIR  cache (default: $SITEFS_CACHE_DIR, $XDG_CACHE_HOME/sitefs\n"
+		"                   or ~/.cache/sitefs)\n"
+		"  -f, --foreground stay in the foreground and log to stderr\n"
+		"  -o OPT[,OPT...]  extra FUSE mount options\n"
+		"  -d, --debug      FUSE debug output (implies -f)\n"
+		"  -v, --verbose    print what was done and how long it took\n"
+		"  -h, --help       this text\n");
+}
+
+static int parse_args(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"python", required_argument, NULL, 'P'},
+		{"cache-dir", required_argument, NULL, 'C'},
+		{"foreground", no_argument, NULL, 'f'},
+		{"debug", no_argument, NULL, 'd'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},
+		{},
+	};
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+fdvho:", opts, NULL)) >= 0) {
+		switch (c) {
+		case 'P':
+			arg_python = optarg;
+			break;
+		case 'C':
+			arg_cache_dir = optarg;
+			break;
+		case 'f':
+			arg_foreground = true;
+			break;
+		case 'd':
+			arg_debug = arg_foreground = true;
+			break;
+		case 'v':
+			arg_verbose = true;
+			break;
+		case 'o':
+			arg_fuse_opts = optarg;
+			break;
+		case 'h':
+			help(stdout);
+			return 0;
+		default:
+			help(stderr);
+			return -EINVAL;
+		}
+	}
+	if (argc - optind != 2) {
+		fprintf(stderr, "sitefs mount: expected LOCK and MOUNTPOINT\n\n");
+		help(stderr);
+		return -EINVAL;
+	}
+	return 1;
+}
+
+/* Parent side of the daemon handshake: exit 0 once the child says mounted. */
+static int wait_for_child(pid_t pid, int rfd)
+{
+	char c;
+	ssize_t n;
+	do
+		n = read(rfd, &c, 1);
+	while (n < 0 && errno == EINTR);
+	close(rfd);
+	if (n == 1 && c == '0')
+		return 0;
+	int status;
+	if (waitpid(pid, &status, 0) < 0)
+		return 1;
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status) ? WEXITSTATUS(status) : 1;
+	fprintf(stderr, "sitefs mount: the daemon died (signal %d)\n",
+		WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+	return 1;
+}
+
+int cmd_mount(int argc, char **argv)
+{
+	int r = parse_args(argc, argv);
+	if (r <= 0)
+		return r == 0 ? 0 : 2;
+	const char *lock_path = argv[optind], *mnt_arg = argv[optind + 1];
+	char err[1024] = "";
+	int ret = 1;
+	char *cache_dir = arg_cache_dir ? xstrdup(arg_cache_dir) : tools_default_cache_dir();
+	struct interp *ip = NULL;
+	struct lock_file *lf = NULL;
+	struct fs_wheel *wheels = NULL;
+	size_t nwheels = 0;
+	struct fs_ctx *ctx = NULL;
+	char mnt[PATH_MAX];
+	uint64_t t0 = now_ns();
+
+	struct stat st;
+	if (!realpath(mnt_arg, mnt) || stat(mnt, &st) < 0) {
+		fprintf(stderr, "sitefs mount: mount point \"%s\": %s\n", mnt_arg,
+			errno == ENOTCONN ? "a dead sitefs mount is there; run 'sitefs umount' first"
+					  : strerror(errno));
+		goto out;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "sitefs mount: mount point \"%s\" is not a directory\n", mnt_arg);
+		goto out;
+	}
+	r = mkdir_p(cache_dir, 0755);
+	if (r < 0) {
+		fprintf(stderr, "sitefs mount: cache directory \"%s\": %s\n", cache_dir,
+			strerror(-r));
+		goto out;
+	}
+	char *abs_cache = realpath(cache_dir, NULL);
+	if (abs_cache) {
+		free(cache_dir);
+		cache_dir = abs_cache;
+	}
+	r = lockfile_load(lock_path, &lf, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "sitefs mount: %s\n", err[0] ? err : strerror(-r));
+		goto out;
+	}
+	r = interp_query(arg_python, cache_dir, &ip, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "sitefs mount: interpreter \"%s\": %s\n", arg_python,
+			err[0] ? err : strerror(-r));
+		goto out;
+	}
+	r = lockplan_build(lf, ip, &wheels, &nwheels, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "sitefs mount: %s\n", err);
+		goto out;
+	}
+
+	int pfd[2] = {-1, -1};
+	if (!arg_foreground) {
+		if (pipe2(pfd, O_CLOEXEC) < 0) {
+			perror("sitefs mount: pipe");
+			goto out;
+		}
+		pid_t pid = fork();
+		if (pid < 0) {
+			perror("sitefs mount: fork");
+			goto out;
+		}
+		if (pid > 0) {
+			close(pfd[1]);
+			ret = wait_for_child(pid, pfd[0]);
+			goto out;
+		}
+		close(pfd[0]);
+		setsid();
+	}
+
+	struct fs_config cfg = {
+		.cache_dir = cache_dir,
+		.venv_root = mnt,
+		.installer = "sitefs",
+		.py = {.executable = ip->executable, .version = ip->version, .major = ip->major,
+		       .minor = ip->minor, .stdlib = ip->stdlib},
+		.wheels = wheels,
+		.nwheels = nwheels,
+	};
+	r = fs_prepare(&cfg, &ctx, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "sitefs mount: %s\n", err);
+		goto out;
+	}
+	if (arg_verbose) {
+		struct fs_prepare_stats ps;
+		fs_get_prepare_stats(ctx, &ps);
+		const struct tree *t = fs_tree(ctx);
+		fprintf(stderr,
+			"sitefs: %zu wheels (%zu from the catalog, %llu requests, %llu bytes), "
+			"%zu files, %.1f MB of bodies, tree ready in %.1f ms\n",
+			ps.wheels, ps.wheels_from_catalog, (unsigned long long)ps.requests,
+			(unsigned long long)ps.wire_bytes, t->nfiles, t->body_bytes / 1e6,
+			(now_ns() - t0) / 1e6);
+	}
+	r = fs_serve(ctx, mnt, arg_fuse_opts, arg_debug, arg_foreground ? -1 : pfd[1]);
+	ret = r < 0 ? 1 : 0;
+out:
+	fs_free(ctx);
+	free(wheels);
+	lockfile_free(lf);
+	interp_free(ip);
+	free(cache_dir);
+	return ret;
+}
