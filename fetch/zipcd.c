@@ -446,12 +446,20 @@ int zipcd_parse(const uint8_t *buf, size_t len, uint64_t buf_off, uint64_t file_
 		const uint8_t *l, *z;
 		uint64_t loc = pos - Z64_LOCATOR_LEN, zoff, zlen;
 
-		if (loc < buf_off) {
+		/* Without saturated fields, a central directory ending right at
+		 * the end record leaves no room for zip64 records: the locator
+		 * is not worth a round trip now (it is checked on the round
+		 * that fetches the central directory). */
+		bool plain = disk != 0xffff && cd_disk != 0xffff && n_disk != 0xffff &&
+			     n != 0xffff && cd_size != 0xffffffff && cd_off != 0xffffffff &&
+			     cd_off + cd_size == pos;
+
+		if (loc < buf_off && !plain) {
 			*ret_need_off = loc;
 			return -EAGAIN;
 		}
 		l = buf + (loc - buf_off);
-		if (le32(l) == SIG_Z64_LOCATOR) {
+		if (loc >= buf_off && le32(l) == SIG_Z64_LOCATOR) {
 			if (le32(l + 4) != 0 || le32(l + 16) > 1)
 				return fail(err, errlen, "multi-disk archives are not supported");
 			zoff = le64(l + 8);

@@ -136,6 +136,12 @@ def _make_handler(srv):
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def handle(self):
+            try:
+                super().handle()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client went away (an aborted or cancelled transfer)
+
         def log_message(self, fmt, *args):
             if srv.verbose:
                 sys.stderr.write("faultserver: %s\n" % (fmt % args))
@@ -176,13 +182,16 @@ def _make_handler(srv):
                 return self._control(url)
             rel = urllib.parse.unquote(url.path).lstrip("/")
             path = os.path.realpath(os.path.join(srv.root, rel))
+            found = path.startswith(srv.root + os.sep) and os.path.isfile(path)
+            # Take an injected status before counting: a client that sees the
+            # count knows the fault is spent.
+            code = srv._take("status") if found else None
             srv._count(url.path, requests=1)
             delay = srv._fault("delay")
             if delay:
                 time.sleep(delay[1] / 1000)
-            if not path.startswith(srv.root + os.sep) or not os.path.isfile(path):
+            if not found:
                 return self._reply(404, b"not found\n")
-            code = srv._take("status")
             if code is not None:
                 extra = [("Retry-After", "1")] if code == 429 else []
                 return self._reply(code, b"injected\n", extra=extra)
@@ -230,8 +239,6 @@ def _make_handler(srv):
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
-            except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True  # the client had what it wanted
             finally:
                 srv._count(upath, nbytes=sent)
 
