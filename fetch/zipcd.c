@@ -144,21 +144,20 @@ bool zipcd_name_ok(const char *name, size_t len)
 }
 
 /* DOS date and time, read as UTC (wheels carry no zone, and UTC keeps the
- * catalog independent of the machine's). */
+ * catalog independent of the machine's).  Out-of-range fields (month 0,
+ * day 0, second 62) are normalized as timegm(3) would, which is also what
+ * libzip and Python report; a bad timestamp is no reason to refuse a wheel. */
 static int64_t dos_time(uint16_t date, uint16_t time)
 {
-	int64_t y = 1980 + (date >> 9);
-	unsigned m = (date >> 5) & 15, d = date & 31;
+	int64_t mon = (int64_t)((date >> 5) & 15) - 1; /* -1..14, normalized below */
+	int64_t y = 1980 + (date >> 9) + (mon < 0 ? -1 : mon / 12);
+	int64_t m = (mon % 12 + 12) % 12 + 1;
 
-	/* Out-of-range fields are clamped rather than rejected: a bad
-	 * timestamp is no reason to refuse a wheel. */
-	m = m < 1 ? 1 : m > 12 ? 12 : m;
-	d = d < 1 ? 1 : d;
-	/* days_from_civil (H. Hinnant), with March as the first month */
+	/* days_from_civil (H. Hinnant), years starting in March */
 	y -= m <= 2;
-	int64_t era = y / 400;
+	int64_t era = y / 400; /* y >= 1978: no negative division */
 	int64_t yoe = y - era * 400;
-	int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+	int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + (date & 31) - 1;
 	int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
 	int64_t days = era * 146097 + doe - 719468;
 
