@@ -52,23 +52,23 @@ struct http_req_priv {
 	/* Owner thread only from here on (set up by http_submit() before the
 	 * request is queued). */
 	struct http_req_priv *next, *prev; /* engine queue (under engine->lock), then inflight */
-	CURL *easy;                        /* NULL while waiting for a retry */
-	uint64_t due_ns;                   /* when the next attempt may start */
-	uint64_t delivered;                /* bytes of [off, off+len) given to the sink */
-	bool whole;                        /* next attempt asks for the whole body */
-	int fail;                          /* decided in a callback: final, no retry */
+	CURL *easy;			   /* NULL while waiting for a retry */
+	uint64_t due_ns;		   /* when the next attempt may start */
+	uint64_t delivered;		   /* bytes of [off, off+len) given to the sink */
+	bool whole;			   /* next attempt asks for the whole body */
+	int fail;			   /* decided in a callback: final, no retry */
 
 	/* Per attempt. */
-	uint64_t req_start;   /* first byte asked for (0 without a Range header) */
+	uint64_t req_start; /* first byte asked for (0 without a Range header) */
 	bool sent_range;
-	bool checked;         /* final response headers validated */
-	bool ok2xx;           /* the body is payload, not an error page */
-	bool full_active;     /* the body also goes to req->full_fd */
-	bool done_early;      /* aborted on purpose once the range was delivered */
-	uint64_t body_off;    /* resource offset of the next body byte */
-	uint64_t body_end;    /* resource offset where the body ends (UINT64_MAX: unknown) */
-	uint64_t discarded;   /* error page bytes thrown away */
-	long retry_after_s;   /* -1: none */
+	bool checked;	    /* final response headers validated */
+	bool ok2xx;	    /* the body is payload, not an error page */
+	bool full_active;   /* the body also goes to req->full_fd */
+	bool done_early;    /* aborted on purpose once the range was delivered */
+	uint64_t body_off;  /* resource offset of the next body byte */
+	uint64_t body_end;  /* resource offset where the body ends (UINT64_MAX: unknown) */
+	uint64_t discarded; /* error page bytes thrown away */
+	long retry_after_s; /* -1: none */
 	char content_range[96];
 	char content_encoding[32];
 	char errbuf[CURL_ERROR_SIZE];
@@ -78,11 +78,12 @@ struct http_engine {
 	struct http_opts opts;
 	CURLM *multi;
 	struct curl_slist *headers; /* immutable after http_engine_new() */
+	char *ca_file, *ca_dir;	    /* from the environment, like the curl tool; may be NULL */
 	pthread_t thread;
 
 	pthread_mutex_t lock;
 	struct http_req_priv *queue_head, *queue_tail; /* protected by lock */
-	bool stopping;                                 /* protected by lock */
+	bool stopping;				       /* protected by lock */
 
 	/* Owner thread only. */
 	struct http_req_priv *inflight;
@@ -329,7 +330,7 @@ static void finish(struct http_engine *e, struct http_req_priv *p, int result)
 }
 
 static int fail(struct http_req_priv *p, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static int fail(struct http_req_priv *p, int err, const char *fmt, ...)
 {
 	va_list ap;
@@ -345,10 +346,7 @@ static int fail(struct http_req_priv *p, int err, const char *fmt, ...)
 
 /* --- owner thread: callbacks ---------------------------------------------- */
 
-static bool is_range_request(const struct http_req *r)
-{
-	return r->off > 0 || r->len > 0;
-}
+static bool is_range_request(const struct http_req *r) { return r->off > 0 || r->len > 0; }
 
 /* Copies the value of header "name" from one header line into out. */
 static bool header_value(const char *line, size_t len, const char *name, char *out, size_t outlen)
@@ -456,8 +454,9 @@ static int check_206(struct http_req_priv *p, curl_off_t cl)
 		uint64_t want_end = r->off + r->len - 1;
 
 		if (b < want_end && total == b + 1)
-			return fail(p, -ERANGE, "resource has %" PRIu64 " bytes, range ends at %" PRIu64,
-				    total, want_end + 1);
+			return fail(p, -ERANGE,
+				    "resource has %" PRIu64 " bytes, range ends at %" PRIu64, total,
+				    want_end + 1);
 		if (b != want_end)
 			return fail(p, -EBADMSG, "Content-Range \"%s\" does not end at %" PRIu64,
 				    p->content_range, want_end);
@@ -466,8 +465,10 @@ static int check_206(struct http_req_priv *p, curl_off_t cl)
 			    p->content_range);
 	}
 	if (cl >= 0 && (uint64_t)cl != b - a + 1)
-		return fail(p, -EBADMSG, "Content-Length %" CURL_FORMAT_CURL_OFF_T
-			    " disagrees with Content-Range \"%s\"", cl, p->content_range);
+		return fail(p, -EBADMSG,
+			    "Content-Length %" CURL_FORMAT_CURL_OFF_T
+			    " disagrees with Content-Range \"%s\"",
+			    cl, p->content_range);
 	p->body_off = a;
 	p->body_end = b + 1;
 	p->req->range_ignored = false;
@@ -491,7 +492,8 @@ static int check_response(struct http_req_priv *p)
 		return 0; /* judged by status when the transfer ends */
 	/* We asked for identity; anything else would shift every offset. */
 	if (p->content_encoding[0] && strcasecmp(p->content_encoding, "identity") != 0)
-		return fail(p, -EBADMSG, "server sent Content-Encoding \"%s\"", p->content_encoding);
+		return fail(p, -EBADMSG, "server sent Content-Encoding \"%s\"",
+			    p->content_encoding);
 	if (code == 206)
 		return check_206(p, cl);
 	if (code != 200)
@@ -502,8 +504,10 @@ static int check_response(struct http_req_priv *p)
 	p->body_end = cl >= 0 ? (uint64_t)cl : UINT64_MAX;
 	r->range_ignored = is_range_request(r);
 	if (r->len && cl >= 0 && (uint64_t)cl < r->off + r->len)
-		return fail(p, -ERANGE, "resource has %" CURL_FORMAT_CURL_OFF_T
-			    " bytes, range ends at %" PRIu64, cl, r->off + r->len);
+		return fail(p, -ERANGE,
+			    "resource has %" CURL_FORMAT_CURL_OFF_T
+			    " bytes, range ends at %" PRIu64,
+			    cl, r->off + r->len);
 	if (r->range_ignored && r->full_fd >= 0) {
 		/* Each 200 rewrites the file from scratch: an earlier attempt may
 		 * have left a prefix. */
@@ -548,8 +552,8 @@ static size_t write_cb(char *data, size_t size, size_t n, void *ud)
 		p->discarded += len;
 		return p->discarded > ERROR_BODY_MAX ? CURL_WRITEFUNC_ERROR : len;
 	}
-	if (p->full_active && (rc = pwrite_all(r->full_fd, (const uint8_t *)data, len,
-					       p->body_off)) < 0) {
+	if (p->full_active &&
+	    (rc = pwrite_all(r->full_fd, (const uint8_t *)data, len, p->body_off)) < 0) {
 		fail(p, rc, "write to full_fd: %s", strerror(-rc));
 		return CURL_WRITEFUNC_ERROR;
 	}
@@ -627,6 +631,10 @@ static void start_attempt(struct http_engine *e, struct http_req_priv *p)
 	curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)HTTP_BUFSIZE);
 	curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
 	curl_easy_setopt(c, CURLOPT_PIPEWAIT, 1L);
+	if (e->ca_file)
+		curl_easy_setopt(c, CURLOPT_CAINFO, e->ca_file);
+	if (e->ca_dir)
+		curl_easy_setopt(c, CURLOPT_CAPATH, e->ca_dir);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, e->opts.connect_timeout_ms);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, e->opts.low_speed_time_s);
@@ -755,7 +763,9 @@ static void finish_attempt(struct http_engine *e, struct http_req_priv *p, CURLc
 	delay_ms = (uint64_t)e->opts.backoff_ms << MIN(r->attempts - 1, 20);
 	if (code == 429 || code == 503) {
 		if (p->retry_after_s >= 0)
-			delay_ms = MAX(delay_ms, (uint64_t)MIN(p->retry_after_s, RETRY_AFTER_MAX_MS / 1000) * 1000);
+			delay_ms =
+			    MAX(delay_ms,
+				(uint64_t)MIN(p->retry_after_s, RETRY_AFTER_MAX_MS / 1000) * 1000);
 	}
 	delay_ms = MIN(delay_ms, (uint64_t)MAX(BACKOFF_MAX_MS, e->opts.backoff_ms));
 	if (p->full_active) {
@@ -773,8 +783,8 @@ static void finish_attempt(struct http_engine *e, struct http_req_priv *p, CURLc
 		char u[256];
 
 		http_redact_url(r->url, u, sizeof(u));
-		log_debug_cat(LOG_CAT_FETCH, "GET \"%s\": %s, retrying in %" PRIu64 " ms", u, r->err,
-			      delay_ms);
+		log_debug_cat(LOG_CAT_FETCH, "GET \"%s\": %s, retrying in %" PRIu64 " ms", u,
+			      r->err, delay_ms);
 	}
 	release_easy(e, p);
 	p->due_ns = now_ns() + delay_ms * 1000000;
@@ -863,6 +873,7 @@ static void *engine_main(void *arg)
 struct http_engine *http_engine_new(const struct http_opts *opts)
 {
 	struct http_engine *e = xcalloc(1, sizeof(*e));
+	const char *env;
 	int rc;
 
 	if (opts)
@@ -879,6 +890,17 @@ struct http_engine *http_engine_new(const struct http_opts *opts)
 		e->opts.low_speed_time_s = 30;
 	if (e->opts.backoff_ms <= 0)
 		e->opts.backoff_ms = 100;
+
+	/* Private indexes often sit behind a private CA; honour the variables
+	 * the curl tool and OpenSSL users already set.  Read once, here. */
+	env = getenv("CURL_CA_BUNDLE");
+	if (!env || !*env)
+		env = getenv("SSL_CERT_FILE");
+	if (env && *env)
+		e->ca_file = xstrdup(env);
+	env = getenv("SSL_CERT_DIR");
+	if (env && *env)
+		e->ca_dir = xstrdup(env);
 
 	pthread_mutex_init(&e->lock, NULL);
 	e->headers = curl_slist_append(NULL, "Accept-Encoding: identity");
@@ -904,6 +926,8 @@ fail:
 	curl_multi_cleanup(e->multi);
 	curl_slist_free_all(e->headers);
 	pthread_mutex_destroy(&e->lock);
+	free(e->ca_file);
+	free(e->ca_dir);
 	free(e);
 	return NULL;
 }
@@ -920,6 +944,8 @@ struct http_engine *http_engine_free(struct http_engine *e)
 	curl_multi_cleanup(e->multi);
 	curl_slist_free_all(e->headers);
 	pthread_mutex_destroy(&e->lock);
+	free(e->ca_file);
+	free(e->ca_dir);
 	free(e);
 	return NULL;
 }

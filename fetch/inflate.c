@@ -39,8 +39,8 @@ struct inflater {
 	size_t ocap;
 };
 
-static int __attribute__((format(printf, 3, 4))) set_error(struct inflater *f, int r,
-							   const char *fmt, ...)
+static int __attribute__((format(printf, 3, 4)))
+set_error(struct inflater *f, int r, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -216,9 +216,8 @@ static int collect_out(void *ud, const uint8_t *p, size_t n)
 	return 0;
 }
 
-int inflate_buffer(uint16_t method, const uint8_t *in, size_t inlen, uint64_t usize,
-		   uint32_t crc32, uint8_t **ret, uint8_t ret_sha[SHA256_LEN], char *err,
-		   size_t errlen)
+int inflate_buffer(uint16_t method, const uint8_t *in, size_t inlen, uint64_t usize, uint32_t crc32,
+		   uint8_t **ret, uint8_t ret_sha[SHA256_LEN], char *err, size_t errlen)
 {
 	struct collect c = {0};
 	struct inflater *f;

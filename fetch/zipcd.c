@@ -51,13 +51,10 @@
 struct zipcd_priv {
 	struct zip_cd cd;
 	const struct zip_entry **sorted; /* by name, for zipcd_find */
-	char *names;                     /* every entry's name, one block */
+	char *names;			 /* every entry's name, one block */
 };
 
-static inline uint16_t le16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
+static inline uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
 static inline uint32_t le32(const uint8_t *p)
 {
@@ -69,8 +66,8 @@ static inline uint64_t le64(const uint8_t *p)
 	return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
 }
 
-static int __attribute__((format(printf, 3, 4))) fail(char *err, size_t errlen, const char *fmt,
-						      ...)
+static int __attribute__((format(printf, 3, 4)))
+fail(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -138,10 +135,7 @@ static const char *name_problem(const char *name, size_t len)
 	return NULL;
 }
 
-bool zipcd_name_ok(const char *name, size_t len)
-{
-	return name && !name_problem(name, len);
-}
+bool zipcd_name_ok(const char *name, size_t len) { return name && !name_problem(name, len); }
 
 /* DOS date and time, read as UTC (wheels carry no zone, and UTC keeps the
  * catalog independent of the machine's).  Out-of-range fields (month 0,
@@ -395,7 +389,7 @@ int zipcd_parse(const uint8_t *buf, size_t len, uint64_t buf_off, uint64_t file_
 	uint32_t disk, cd_disk;
 	uint64_t n_disk;
 	const uint8_t *p;
-	bool found = false;
+	bool found = false, plain;
 	struct zipcd_priv *priv;
 	char *names;
 	uint64_t consumed = 0;
@@ -439,31 +433,29 @@ int zipcd_parse(const uint8_t *buf, size_t len, uint64_t buf_off, uint64_t file_
 	cd_off = le32(p + 16);
 	cd_end = pos;
 
-	/* A zip64 locator sits right before the end record.  Writers emit it
-	 * when some field above is saturated, and sometimes regardless. */
-	if (pos >= Z64_LOCATOR_LEN) {
+	/* Zip64 records sit between the central directory and the end record,
+	 * their locator right before the latter.  With no field saturated and
+	 * the central directory ending at the end record, there is no room for
+	 * them: the 20 bytes there belong to the central directory and are not
+	 * read as a locator (which also saves a round trip). */
+	plain = disk != 0xffff && cd_disk != 0xffff && n_disk != 0xffff && n != 0xffff &&
+		cd_size != 0xffffffff && cd_off != 0xffffffff && cd_off + cd_size == pos;
+	if (!plain && pos >= Z64_LOCATOR_LEN) {
 		const uint8_t *l, *z;
 		uint64_t loc = pos - Z64_LOCATOR_LEN, zoff, zlen;
 
-		/* Without saturated fields, a central directory ending right at
-		 * the end record leaves no room for zip64 records: the locator
-		 * is not worth a round trip now (it is checked on the round
-		 * that fetches the central directory). */
-		bool plain = disk != 0xffff && cd_disk != 0xffff && n_disk != 0xffff &&
-			     n != 0xffff && cd_size != 0xffffffff && cd_off != 0xffffffff &&
-			     cd_off + cd_size == pos;
-
-		if (loc < buf_off && !plain) {
+		if (loc < buf_off) {
 			*ret_need_off = loc;
 			return -EAGAIN;
 		}
 		l = buf + (loc - buf_off);
-		if (loc >= buf_off && le32(l) == SIG_Z64_LOCATOR) {
+		if (le32(l) == SIG_Z64_LOCATOR) {
 			if (le32(l + 4) != 0 || le32(l + 16) > 1)
 				return fail(err, errlen, "multi-disk archives are not supported");
 			zoff = le64(l + 8);
 			if (loc < Z64_EOCD_LEN || zoff > loc - Z64_EOCD_LEN)
-				return fail(err, errlen, "zip64 end record offset %llu out of bounds",
+				return fail(err, errlen,
+					    "zip64 end record offset %llu out of bounds",
 					    (unsigned long long)zoff);
 			if (zoff < buf_off) {
 				*ret_need_off = zoff;
@@ -482,8 +474,9 @@ int zipcd_parse(const uint8_t *buf, size_t len, uint64_t buf_off, uint64_t file_
 			    (n != 0xffff && n != le64(z + 32)) ||
 			    (cd_size != 0xffffffff && cd_size != le64(z + 40)) ||
 			    (cd_off != 0xffffffff && cd_off != le64(z + 48)))
-				return fail(err, errlen, "zip64 end record disagrees with the end "
-							 "of central directory record");
+				return fail(err, errlen,
+					    "zip64 end record disagrees with the end "
+					    "of central directory record");
 			disk = le32(z + 16);
 			cd_disk = le32(z + 20);
 			n_disk = le64(z + 24);
@@ -504,7 +497,8 @@ int zipcd_parse(const uint8_t *buf, size_t len, uint64_t buf_off, uint64_t file_
 			    (unsigned long long)cd_off, (unsigned long long)cd_size,
 			    (unsigned long long)cd_end);
 	if (n > cd_size / CDH_LEN)
-		return fail(err, errlen, "%llu entries cannot fit in a central directory of %llu bytes",
+		return fail(err, errlen,
+			    "%llu entries cannot fit in a central directory of %llu bytes",
 			    (unsigned long long)n, (unsigned long long)cd_size);
 	if (cd_off < buf_off) {
 		*ret_need_off = cd_off;

@@ -107,24 +107,38 @@ static struct lc lc_at(struct parser *P, const char *pos)
 	return (struct lc){ P->lc_line, P->lc_col };
 }
 
-static int __attribute__((format(printf, 3, 4)))
-perr(struct parser *P, const char *pos, const char *fmt, ...)
+static int perr_v(struct parser *P, struct lc at, const char *fmt, va_list ap)
 {
 	if (P->failed)
 		return -EINVAL;
 	P->failed = true;
 	if (!P->err || !P->errlen)
 		return -EINVAL;
-	if (pos > P->end)
-		pos = P->end;
-	struct lc at = lc_at(P, pos);
 	int n = snprintf(P->err, P->errlen, "%d:%d: ", at.line, at.col);
-	if (n >= 0 && (size_t)n < P->errlen) {
-		va_list ap;
-		va_start(ap, fmt);
+	if (n >= 0 && (size_t)n < P->errlen)
 		vsnprintf(P->err + n, P->errlen - (size_t)n, fmt, ap);
-		va_end(ap);
-	}
+	return -EINVAL;
+}
+
+static int __attribute__((format(printf, 3, 4)))
+perr(struct parser *P, const char *pos, const char *fmt, ...)
+{
+	if (P->failed)
+		return -EINVAL;
+	va_list ap;
+	va_start(ap, fmt);
+	perr_v(P, lc_at(P, pos > P->end ? P->end : pos), fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+static int __attribute__((format(printf, 3, 4)))
+perr_lc(struct parser *P, struct lc at, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	perr_v(P, at, fmt, ap);
+	va_end(ap);
 	return -EINVAL;
 }
 
@@ -884,6 +898,8 @@ static int parse_inline_table(struct parser *P, struct node *t)
 	for (;;) {
 		struct key k;
 		skip_ws(P);
+		if (P->p < P->end && *P->p == '}')
+			return perr(P, P->p, "trailing comma in inline table");
 		if (parse_key(P, &k) < 0)
 			return -EINVAL;
 		if (P->p >= P->end || *P->p != '=') {
@@ -893,8 +909,12 @@ static int parse_inline_table(struct parser *P, struct node *t)
 		P->p++;
 		skip_ws(P);
 		struct node *val;
-		if (check_depth(P, P->p, t->depth + k.n) < 0 ||
-		    parse_value(P, t->depth + k.n, &val) < 0) {
+		if (t->depth + k.n > TOML_MAX_DEPTH) {
+			perr_lc(P, k.at[0], "nesting deeper than %d levels", TOML_MAX_DEPTH);
+			key_clear(&k);
+			return -EINVAL;
+		}
+		if (parse_value(P, t->depth + k.n, &val) < 0) {
 			key_clear(&k);
 			return -EINVAL;
 		}
@@ -943,7 +963,7 @@ static int parse_value(struct parser *P, int depth, struct node **ret)
 	} else if (c == '{') {
 		n->v.type = TOML_TABLE;
 		r = parse_inline_table(P, n);
-	} else if (is_tok(c) || c == '-') {
+	} else if (is_tok(c)) {
 		const char *end = pos;
 		while (end < P->end && is_tok(*end))
 			end++;
@@ -972,7 +992,8 @@ static int parse_value(struct parser *P, int depth, struct node **ret)
 			} else {
 				r = perr(P, pos, "invalid date or time");
 			}
-		} else if (is_digit(c) || c == '+' || c == '-' || c == 'i' || c == 'n') {
+		} else if (is_digit(c) || c == '+' || c == '-' ||
+			   (end - pos == 3 && (!memcmp(pos, "inf", 3) || !memcmp(pos, "nan", 3)))) {
 			r = parse_number(P, pos, end, n);
 		} else {
 			r = perr(P, pos, "expected a value");
@@ -983,8 +1004,6 @@ static int parse_value(struct parser *P, int depth, struct node **ret)
 		r = perr(P, pos, "expected a value");
 	}
 	if (r < 0) {
-		if (n->v.type == TOML_STRING)
-			n->v.s = NULL; /* nothing was stored on failure */
 		toml_free(&n->v);
 		return -EINVAL;
 	}
@@ -1009,25 +1028,23 @@ static int insert_kv(struct parser *P, struct node *t, struct key *k, struct nod
 			continue;
 		}
 		if (c->type != TOML_TABLE)
-			return perr(P, P->p, "key '%s' is already a %s, not a table",
+			return perr_lc(P, k->at[i], "key '%s' is already a %s, not a table",
 				    key_str(k, i + 1, name, sizeof(name)), toml_type_name(c->type));
 		if (N(c)->flags & TF_INLINE)
-			return perr(P, P->p, "cannot add keys to inline table '%s'",
+			return perr_lc(P, k->at[i], "cannot add keys to inline table '%s'",
 				    key_str(k, i + 1, name, sizeof(name)));
 		if (N(c)->flags & TF_EXPLICIT)
-			return perr(P, P->p,
-				    "cannot add keys with dotted keys to table '%s' defined by a "
-				    "[header]",
+			return perr_lc(P, k->at[i],
+				       "cannot add keys with dotted keys to table '%s' defined by a "
+				       "[header]",
 				    key_str(k, i + 1, name, sizeof(name)));
 		N(c)->flags |= TF_DOTTED;
 		t = N(c);
 	}
 	const char *last = k->parts[k->n - 1];
-	if (table_find(t, last)) {
-		struct lc at = k->at[k->n - 1];
-		return perr(P, P->p, "duplicate key '%s' (at %d:%d)",
-			    key_str(k, k->n, name, sizeof(name)), at.line, at.col);
-	}
+	if (table_find(t, last))
+		return perr_lc(P, k->at[k->n - 1], "duplicate key '%s'",
+			       key_str(k, k->n, name, sizeof(name)));
 	table_add(t, k->parts[k->n - 1], val);
 	k->parts[k->n - 1] = NULL;
 	return 0;
@@ -1045,8 +1062,12 @@ static int parse_keyval(struct parser *P)
 	P->p++;
 	skip_ws(P);
 	struct node *val;
-	int depth = P->cur->depth + k.n;
-	if (check_depth(P, P->p, depth) < 0 || parse_value(P, depth, &val) < 0) {
+	if (P->cur->depth + k.n > TOML_MAX_DEPTH) {
+		perr_lc(P, k.at[0], "nesting deeper than %d levels", TOML_MAX_DEPTH);
+		key_clear(&k);
+		return -EINVAL;
+	}
+	if (parse_value(P, P->cur->depth + k.n, &val) < 0) {
 		key_clear(&k);
 		return -EINVAL;
 	}
@@ -1124,13 +1145,12 @@ static int parse_header(struct parser *P)
 							 " by dotted keys");
 			goto out;
 		} else {
-			perr(P, pos, "cannot define table '%s': it is already a%s %s",
+			perr(P, pos, "cannot define table '%s': the key already holds %s %s",
 			     key_str(&k, k.n, name, sizeof(name)),
-			     c->type == TOML_ARRAY && (N(c)->flags & TF_AOT) ? "n array of tables" :
-			     c->type == TOML_ARRAY || c->type == TOML_INTEGER ? "n" :
-										 "",
-			     c->type == TOML_ARRAY && (N(c)->flags & TF_AOT) ? "" :
-										 toml_type_name(c->type));
+			     c->type == TOML_ARRAY || c->type == TOML_INTEGER ? "an" : "a",
+			     c->type == TOML_ARRAY && (N(c)->flags & TF_AOT) ?
+				     "array of tables" :
+				     toml_type_name(c->type));
 			goto out;
 		}
 	} else {

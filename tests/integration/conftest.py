@@ -1,4 +1,4 @@
-"""Fixtures for the sitefs integration tests (docs: ../../docs/testing.md).
+"""Fixtures for the sitefs integration tests.
 
 Session: wheelhouse (generated + Debian wheels), nginx and faultserver serving it,
 locks pointing at each, pip_venv (the reference `pip install` of the same wheels).
@@ -9,7 +9,6 @@ the daemon, e.g. "valgrind --error-exitcode=99"), SITEFS_TEST_TIMEOUT (watchdog,
 SITEFS_DEBUG (passed through to the daemon).
 """
 
-import errno
 import json
 import os
 import re
@@ -151,6 +150,33 @@ def spans_overlap(spans, span):
     return any(a < span[1] and span[0] < b for a, b in spans)
 
 
+def bytes_outside(spans, allowed):
+    """How many bytes of `spans` fall outside every span in `allowed`."""
+    total = 0
+    for a, b in spans:
+        cuts = sorted((max(a, x), min(b, y)) for x, y in allowed if x < b and a < y)
+        covered, pos = 0, a
+        for x, y in cuts:
+            x = max(x, pos)
+            if y > x:
+                covered += y - x
+                pos = y
+        total += (b - a) - covered
+    return total
+
+
+def daemon_pids(mnt):
+    """Pids of processes whose command line holds mnt (a background daemon)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and str(mnt) in (d / "cmdline").read_bytes().decode().split("\0"):
+                pids.append(int(d.name))
+        except OSError:
+            pass
+    return pids
+
+
 # --------------------------------------------------------------------------- wheels
 
 class Wheelhouse:
@@ -243,7 +269,7 @@ def build_wheels(d):
         "badpkg/__init__.py": b"",
         "badpkg/bad.py": b"print('this body does not match RECORD')\n" + b"#" * 5000 + b"\n",
     }, record_override={"badpkg/bad.py": wheelgen.record_hash(b"something else")})
-    w["cext-decoy"] = wheelgen.make_wheel(d / "decoy", "cext", "1.0",
+    w["cext-decoy"] = wheelgen.make_wheel(d, "cext", "1.0",
                                           {"cext.py": b"raise ImportError('decoy wheel')\n"},
                                           tag="cp27-cp27mu-manylinux1_i686")
     return w
@@ -478,10 +504,16 @@ def sitefs_bin():
     return str(SITEFS_BIN)
 
 
-def run_sitefs(*args, timeout=60, **kw):
-    """Run the CLI (not the daemon); returns CompletedProcess with text output."""
-    return subprocess.run([str(SITEFS_BIN), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=clean_env(), **kw)
+def run_sitefs(*args, timeout=60):
+    """Run the CLI (not the daemon); returns CompletedProcess with text output.
+    Output goes through files: a daemon that kept our pipes open would hang us."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        r = subprocess.run([str(SITEFS_BIN), *map(str, args)], stdin=subprocess.DEVNULL,
+                           stdout=out, stderr=err, timeout=timeout, env=clean_env())
+        out.seek(0)
+        err.seek(0)
+        r.stdout, r.stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    return r
 
 
 class Mount:
@@ -523,7 +555,8 @@ class Mount:
         except subprocess.TimeoutExpired:
             stop(self.proc)
         lazy_umount(self.path)
-        shutil.rmtree(self.path.parent, ignore_errors=True)
+        if not is_mounted(self.path):
+            shutil.rmtree(self.path.parent, ignore_errors=True)
 
 
 @pytest.fixture
@@ -552,7 +585,7 @@ def mount(sitefs_bin, tmp_path, request):
         n = len(mounts)
         mnt = short_dir() / "venv"
         mnt.mkdir()
-        cache = Path(cache or tmp_path / "cache")
+        cache = Path(cache or tmp_path / f"cache{n}")
         logpath = tmp_path / f"daemon{n}.log"
         cmd = shlex.split(os.environ.get("SITEFS_WRAPPER", "")) + [
             sitefs_bin, "mount", "-f", "--python", PY, "--cache-dir", str(cache)]

@@ -84,7 +84,7 @@ def make_wheel(directory, name, version, files, entry_points=None, data=None,
         for path, value in kfiles.items():
             entries.append((f"{base}.data/{key}/{path}", *_split(value)))
 
-    meta = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
+    meta = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
             f"Summary: {name} test package"]
     meta += [f"Requires-Dist: {r}" for r in requires]
     meta_text = "\n".join(meta) + "\n" + metadata_extra + "\n"
@@ -224,7 +224,7 @@ def pylock_text(wheels, base_url, extra="", created_by="sitefs-tests"):
         w = Path(w)
         name, version, _ = parse_wheel_name(w.name)
         packages.setdefault((name, version), []).append(w)
-    out = [f'lock-version = "1.0"', f"created-by = {_toml_str(created_by)}",
+    out = ['lock-version = "1.0"', f"created-by = {_toml_str(created_by)}",
            'requires-python = ">=3.8"', ""]
     for (name, version), ws in packages.items():
         out += ["[[packages]]", f"name = {_toml_str(name)}", f"version = {_toml_str(version)}",
@@ -256,16 +256,26 @@ def entry_span(wheel, entry):
     return info.header_offset, info.header_offset + 30 + name_len + extra_len + info.compress_size
 
 
+def data_span(wheel, entry):
+    """(start, end) of entry's compressed data alone."""
+    with zipfile.ZipFile(wheel) as zf:
+        csize = zf.getinfo(entry).compress_size
+    end = entry_span(wheel, entry)[1]
+    return end - csize, end
+
+
+def metadata_spans(wheel, tail=65536):
+    """What a mount may read: the last `tail` bytes (or the whole central directory
+    if it starts earlier) and the dist-info entries."""
+    start, size = cd_range(wheel)
+    with zipfile.ZipFile(wheel) as zf:
+        names = [i.filename for i in zf.infolist()
+                 if i.filename.split("/")[0].endswith(".dist-info")]
+    return [(max(0, min(size - tail, start)), size)] + [entry_span(wheel, n) for n in names]
+
+
 def cd_range(wheel):
     """(start, end) of the central directory + end records (end = file size)."""
     with zipfile.ZipFile(wheel) as zf:
         start = zf.start_dir
     return start, Path(wheel).stat().st_size
-
-
-def distinfo_start(wheel):
-    """Offset of the first dist-info entry (what a mount may need to read)."""
-    with zipfile.ZipFile(wheel) as zf:
-        offs = [i.header_offset for i in zf.infolist()
-                if i.filename.split("/")[0].endswith(".dist-info")]
-    return min(offs)

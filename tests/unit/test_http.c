@@ -54,8 +54,8 @@ static void write_file(const char *name, const void *p, size_t n)
 
 static const char *server_script(void)
 {
-	static const char *const cands[] = { "integration/faultserver.py",
-					     "tests/integration/faultserver.py" };
+	static const char *const cands[] = {"integration/faultserver.py",
+					    "tests/integration/faultserver.py"};
 
 	for (size_t i = 0; i < ARRAY_SIZE(cands); i++)
 		if (access(cands[i], R_OK) == 0)
@@ -83,7 +83,8 @@ static int start_server(const char *script)
 		_exit(127);
 	}
 	close(pfd[1]);
-	while (got < sizeof(line) - 1 && (n = read(pfd[0], line + got, sizeof(line) - 1 - got)) > 0) {
+	while (got < sizeof(line) - 1 &&
+	       (n = read(pfd[0], line + got, sizeof(line) - 1 - got)) > 0) {
 		got += (size_t)n;
 		if (memchr(line, '\n', got))
 			break;
@@ -103,10 +104,7 @@ static void stop_server(void)
 	}
 }
 
-static char *url_of(const char *path)
-{
-	return xasprintf("http://127.0.0.1:%d/%s", port, path);
-}
+static char *url_of(const char *path) { return xasprintf("http://127.0.0.1:%d/%s", port, path); }
 
 /* --- sinks ------------------------------------------------------------- */
 
@@ -156,7 +154,7 @@ static void req_init(struct http_req *r, const char *url, uint64_t off, uint64_t
 static int control(const char *what, struct buf *out)
 {
 	_cleanup_free_ char *u = url_of(what);
-	struct http_req r = { .url = u, .sink = buf_sink, .ud = out, .full_fd = -1 };
+	struct http_req r = {.url = u, .sink = buf_sink, .ud = out, .full_fd = -1};
 	int rc = http_fetch(eng, &r);
 
 	if (rc < 0)
@@ -191,10 +189,7 @@ static long server_requests(const char *name)
 	return n;
 }
 
-static double elapsed_ms(uint64_t t0)
-{
-	return (double)(now_ns() - t0) / 1e6;
-}
+static double elapsed_ms(uint64_t t0) { return (double)(now_ns() - t0) / 1e6; }
 
 /* --- tests ------------------------------------------------------------- */
 
@@ -203,12 +198,12 @@ static void test_helpers(void)
 	static const struct {
 		const char *in, *out;
 	} redact[] = {
-		{ "https://user:pw@host/a/b", "https://***@host/a/b" },
-		{ "https://tok@en:x@host:8080/p?q=a@b", "https://***@host:8080/p?q=a@b" },
-		{ "http://host/p@q", "http://host/p@q" },
-		{ "https://host", "https://host" },
-		{ "/local/path@x", "/local/path@x" },
-		{ "file:///a/b", "file:///a/b" },
+	    {"https://user:pw@host/a/b", "https://***@host/a/b"},
+	    {"https://tok@en:x@host:8080/p?q=a@b", "https://***@host:8080/p?q=a@b"},
+	    {"http://host/p@q", "http://host/p@q"},
+	    {"https://host", "https://host"},
+	    {"/local/path@x", "/local/path@x"},
+	    {"file:///a/b", "file:///a/b"},
 	};
 	char out[128];
 
@@ -485,10 +480,10 @@ static void test_errors(void)
 	CHECK_INT(r.attempts, 1);
 
 	/* Nobody listening: connection errors are retried, then -EIO. */
-	struct http_opts o = { .max_retries = 2, .backoff_ms = 10 };
+	struct http_opts o = {.max_retries = 2, .backoff_ms = 10};
 	struct http_engine *e2 = http_engine_new(&o);
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t sl = sizeof(sa);
 
 	/* A port that was just free: bound but never listened on. */

@@ -95,10 +95,10 @@ struct zb_entry {
 	uint16_t flags;
 	const char *data; /* NULL: empty */
 	uint16_t made_by; /* 0: Unix, zip 2.0 */
-	uint32_t mode;    /* 0: 0100644 (or 040755 for dirs) */
+	uint32_t mode;	  /* 0: 0100644 (or 040755 for dirs) */
 	uint16_t dtime, ddate;
-	uint32_t xtime;  /* nonzero: extended timestamp extra with this mtime */
-	unsigned z64;    /* Z64_*: fields saturated in the CD and put in a zip64 extra */
+	uint32_t xtime;	 /* nonzero: extended timestamp extra with this mtime */
+	unsigned z64;	 /* Z64_*: fields saturated in the CD and put in a zip64 extra */
 	bool descriptor; /* sizes and CRC after the data (flag bit 3) */
 };
 
@@ -111,10 +111,10 @@ struct zip_built {
 };
 
 struct zb_opts {
-	bool zip64;          /* zip64 end record and locator, saturated EOCD fields */
+	bool zip64;	     /* zip64 end record and locator, saturated EOCD fields */
 	const char *comment; /* archive comment */
 	size_t commentlen;
-	size_t gap;          /* zero bytes between the last entry and the CD */
+	size_t gap; /* zero bytes between the last entry and the CD */
 };
 
 static void zb_build(const struct zb_entry *es, size_t n, const struct zb_opts *o,
@@ -265,8 +265,7 @@ static int parse_all(const struct zip_built *z, struct zip_cd **cd, char *err, s
 
 /* Parses as the daemon does: the 64 KiB tail first, then whatever it asks
  * for.  Returns the rounds taken (or -errno). */
-static int parse_tail(const uint8_t *data, size_t len, struct zip_cd **cd, char *err,
-		      size_t errlen)
+static int parse_tail(const uint8_t *data, size_t len, struct zip_cd **cd, char *err, size_t errlen)
 {
 	uint64_t off = len > ZIPCD_TAIL_SIZE ? len - ZIPCD_TAIL_SIZE : 0;
 
@@ -285,8 +284,8 @@ static int parse_tail(const uint8_t *data, size_t len, struct zip_cd **cd, char 
 
 /* --- libzip cross-check --- */
 
-static void decode_entry(const uint8_t *data, size_t len, const struct zip_entry *e,
-			 uint8_t **ret, const char *label)
+static void decode_entry(const uint8_t *data, size_t len, const struct zip_entry *e, uint8_t **ret,
+			 const char *label)
 {
 	uint64_t data_off = 0;
 	uint8_t sha[SHA256_LEN];
@@ -391,30 +390,18 @@ static void test_names(void)
 		size_t len; /* 0: strlen */
 		bool ok;
 	} t[] = {
-		{"a", 0, true},
-		{"a/b/c.py", 0, true},
-		{"dir/", 0, true},
-		{"a..b/..c/d..", 0, true},
-		{".hidden/.x", 0, true},
-		{"ab:c", 0, true},
-		{"a:b", 0, false},
-		{"", 0, false},
-		{"/abs", 0, false},
-		{"/", 0, false},
-		{"../x", 0, false},
-		{"a/../b", 0, false},
-		{"a/..", 0, false},
-		{"..", 0, false},
-		{"./a", 0, false},
-		{"a/./b", 0, false},
-		{".", 0, false},
-		{"a//b", 0, false},
-		{"a//", 0, false},
-		{"a\\b", 0, false},
-		{"..\\x", 0, false},
-		{"a\0b", 3, false},
-		{"C:x", 0, false},
-		{"c:/x", 0, false},
+	    {"a", 0, true},	     {"a/b/c.py", 0, true},
+	    {"dir/", 0, true},	     {"a..b/..c/d..", 0, true},
+	    {".hidden/.x", 0, true}, {"ab:c", 0, true},
+	    {"a:b", 0, false},	     {"", 0, false},
+	    {"/abs", 0, false},	     {"/", 0, false},
+	    {"../x", 0, false},	     {"a/../b", 0, false},
+	    {"a/..", 0, false},	     {"..", 0, false},
+	    {"./a", 0, false},	     {"a/./b", 0, false},
+	    {".", 0, false},	     {"a//b", 0, false},
+	    {"a//", 0, false},	     {"a\\b", 0, false},
+	    {"..\\x", 0, false},     {"a\0b", 3, false},
+	    {"C:x", 0, false},	     {"c:/x", 0, false},
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
@@ -431,13 +418,17 @@ static void test_basic(void)
 {
 	static const char text[] = "hello hello hello hello hello hello hello\n";
 	const struct zb_entry es[] = {
-		{.name = "pkg/", .mode = 040755},
-		{.name = "pkg/__init__.py", .method = 8, .data = text, .mode = 0100644,
-		 .ddate = (40 << 9) | (6 << 5) | 15, .dtime = (12 << 11) | (34 << 5) | 28},
-		{.name = "pkg/raw.txt", .data = "stored bytes", .mode = 0100755},
-		{.name = "pkg/x.py", .method = 8, .data = "x = 1\n", .xtime = 1700000000},
-		{.name = "dos.txt", .data = "dos", .made_by = 0x0014, .mode = 0xffff},
-		{.name = "pkg/empty", .method = 8},
+	    {.name = "pkg/", .mode = 040755},
+	    {.name = "pkg/__init__.py",
+	     .method = 8,
+	     .data = text,
+	     .mode = 0100644,
+	     .ddate = (40 << 9) | (6 << 5) | 15,
+	     .dtime = (12 << 11) | (34 << 5) | 28},
+	    {.name = "pkg/raw.txt", .data = "stored bytes", .mode = 0100755},
+	    {.name = "pkg/x.py", .method = 8, .data = "x = 1\n", .xtime = 1700000000},
+	    {.name = "dos.txt", .data = "dos", .made_by = 0x0014, .mode = 0xffff},
+	    {.name = "pkg/empty", .method = 8},
 	};
 	struct zip_built z;
 	struct zip_cd *cd;
@@ -521,13 +512,17 @@ static void test_empty_and_comment(void)
 static void test_zip64(void)
 {
 	const struct zb_entry es[] = {
-		{.name = "all", .method = 8, .data = "zip64 zip64 zip64 zip64",
-		 .z64 = Z64_USIZE | Z64_CSIZE | Z64_LHO},
-		{.name = "lho-only", .data = "lho", .z64 = Z64_LHO},
-		{.name = "csize-lho", .method = 8, .data = "cccccccccccccc",
-		 .z64 = Z64_CSIZE | Z64_LHO},
-		{.name = "usize", .method = 8, .data = "uuuuuuuuuuuuuuuuuu", .z64 = Z64_USIZE},
-		{.name = "plain", .data = "plain"},
+	    {.name = "all",
+	     .method = 8,
+	     .data = "zip64 zip64 zip64 zip64",
+	     .z64 = Z64_USIZE | Z64_CSIZE | Z64_LHO},
+	    {.name = "lho-only", .data = "lho", .z64 = Z64_LHO},
+	    {.name = "csize-lho",
+	     .method = 8,
+	     .data = "cccccccccccccc",
+	     .z64 = Z64_CSIZE | Z64_LHO},
+	    {.name = "usize", .method = 8, .data = "uuuuuuuuuuuuuuuuuu", .z64 = Z64_USIZE},
+	    {.name = "plain", .data = "plain"},
 	};
 	struct zb_opts o = {.zip64 = true};
 	struct zip_built z;
@@ -555,8 +550,8 @@ static void test_zip64(void)
 		CHECK_INT(e->usize, strlen(es[i].data));
 		CHECK_INT(zipcd_local_header(z.data + e->lho, z.len - e->lho, e, &data_off), 0);
 		CHECK_INT(data_off, e->lho + 30 + strlen(e->name) + (es[i].z64 ? 20 : 0));
-		CHECK_INT(inflate_buffer(e->method, z.data + data_off, e->csize, e->usize,
-					 e->crc32, &out, sha, err, sizeof(err)),
+		CHECK_INT(inflate_buffer(e->method, z.data + data_off, e->csize, e->usize, e->crc32,
+					 &out, sha, err, sizeof(err)),
 			  0);
 		CHECK(out && memcmp(out, es[i].data, e->usize) == 0);
 		free(out);
@@ -612,8 +607,8 @@ static void test_zip64(void)
 static void test_descriptor(void)
 {
 	const struct zb_entry es[] = {
-		{.name = "d/a.py", .method = 8, .data = "print('descriptor')\n", .descriptor = true},
-		{.name = "d/b.txt", .data = "stored with descriptor", .descriptor = true},
+	    {.name = "d/a.py", .method = 8, .data = "print('descriptor')\n", .descriptor = true},
+	    {.name = "d/b.txt", .data = "stored with descriptor", .descriptor = true},
 	};
 	struct zip_built z;
 	struct zip_cd *cd;
@@ -636,30 +631,18 @@ struct hostile {
 	const char *msg;
 };
 
-static void p_truncate_eocd(struct zip_built *z)
-{
-	z->len -= 3;
-}
+static void p_truncate_eocd(struct zip_built *z) { z->len -= 3; }
 
-static void p_garbage(struct zip_built *z)
-{
-	memset(z->data, 'G', z->len);
-}
+static void p_garbage(struct zip_built *z) { memset(z->data, 'G', z->len); }
 
-static void p_comment_len(struct zip_built *z)
-{
-	put16(z->data + z->eocd_off + 20, 5);
-}
+static void p_comment_len(struct zip_built *z) { put16(z->data + z->eocd_off + 20, 5); }
 
 static void p_cd_off(struct zip_built *z)
 {
 	put32(z->data + z->eocd_off + 16, (uint32_t)z->cd_off + 1);
 }
 
-static void p_cd_off_huge(struct zip_built *z)
-{
-	put32(z->data + z->eocd_off + 16, 0xfffffff0);
-}
+static void p_cd_off_huge(struct zip_built *z) { put32(z->data + z->eocd_off + 16, 0xfffffff0); }
 
 static void p_cd_size(struct zip_built *z)
 {
@@ -678,25 +661,13 @@ static void p_count_less(struct zip_built *z)
 	put16(z->data + z->eocd_off + 10, 1);
 }
 
-static void p_disk(struct zip_built *z)
-{
-	put16(z->data + z->eocd_off + 4, 1);
-}
+static void p_disk(struct zip_built *z) { put16(z->data + z->eocd_off + 4, 1); }
 
-static void p_disk_count(struct zip_built *z)
-{
-	put16(z->data + z->eocd_off + 8, 1);
-}
+static void p_disk_count(struct zip_built *z) { put16(z->data + z->eocd_off + 8, 1); }
 
-static void p_entry_disk(struct zip_built *z)
-{
-	put16(z->data + z->cdh[1] + 34, 1);
-}
+static void p_entry_disk(struct zip_built *z) { put16(z->data + z->cdh[1] + 34, 1); }
 
-static void p_cd_sig(struct zip_built *z)
-{
-	z->data[z->cdh[1]] = 'X';
-}
+static void p_cd_sig(struct zip_built *z) { z->data[z->cdh[1]] = 'X'; }
 
 static void p_lho_same(struct zip_built *z)
 {
@@ -708,10 +679,7 @@ static void p_lho_into_cd(struct zip_built *z)
 	put32(z->data + z->cdh[1] + 42, (uint32_t)z->cd_off - 20);
 }
 
-static void p_lho_past_end(struct zip_built *z)
-{
-	put32(z->data + z->cdh[1] + 42, 0xfffffff0);
-}
+static void p_lho_past_end(struct zip_built *z) { put32(z->data + z->cdh[1] + 42, 0xfffffff0); }
 
 static void p_csize_overlap(struct zip_built *z)
 {
@@ -725,92 +693,123 @@ static void p_csize_huge(struct zip_built *z)
 	put32(z->data + z->cdh[1] + 24, 0xfffffff0);
 }
 
-static void p_namelen_huge(struct zip_built *z)
-{
-	put16(z->data + z->cdh[1] + 28, 0xffff);
-}
+static void p_namelen_huge(struct zip_built *z) { put16(z->data + z->cdh[1] + 28, 0xffff); }
 
-static void p_extralen_huge(struct zip_built *z)
-{
-	put16(z->data + z->cdh[0] + 30, 300);
-}
+static void p_extralen_huge(struct zip_built *z) { put16(z->data + z->cdh[0] + 30, 300); }
 
-static void p_encrypted(struct zip_built *z)
-{
-	put16(z->data + z->cdh[1] + 8, 1);
-}
+static void p_encrypted(struct zip_built *z) { put16(z->data + z->cdh[1] + 8, 1); }
 
-static void p_method(struct zip_built *z)
-{
-	put16(z->data + z->cdh[1] + 10, 12);
-}
+static void p_method(struct zip_built *z) { put16(z->data + z->cdh[1] + 10, 12); }
 
-static void p_stored_sizes(struct zip_built *z)
-{
-	put32(z->data + z->cdh[1] + 24, 2);
-}
+static void p_stored_sizes(struct zip_built *z) { put32(z->data + z->cdh[1] + 24, 2); }
 
-static void p_z64_no_extra(struct zip_built *z)
-{
-	put32(z->data + z->eocd_off + 16, 0xffffffff);
-}
+static void p_z64_no_extra(struct zip_built *z) { put32(z->data + z->eocd_off + 16, 0xffffffff); }
 
 static void test_hostile(void)
 {
 	static const struct hostile t[] = {
-		{"truncated EOCD", {{.name = "a", .data = "A"}}, 1, p_truncate_eocd,
-		 "no end of central directory"},
-		{"garbage", {{.name = "a", .data = "A"}}, 1, p_garbage,
-		 "no end of central directory"},
-		{"comment length", {{.name = "a", .data = "A"}}, 1, p_comment_len,
-		 "no end of central directory"},
-		{"cd offset", {{.name = "a", .data = "A"}}, 1, p_cd_off, "does not end"},
-		{"cd offset huge", {{.name = "a", .data = "A"}}, 1, p_cd_off_huge, "does not end"},
-		{"cd size", {{.name = "a", .data = "A"}}, 1, p_cd_size, "does not end"},
-		{"count more", {{.name = "a"}, {.name = "b"}}, 2, p_count_more, "cannot fit"},
-		{"count less", {{.name = "a"}, {.name = "b"}}, 2, p_count_less, "bytes after"},
-		{"disk", {{.name = "a"}}, 1, p_disk, "multi-disk"},
-		{"disk count", {{.name = "a"}, {.name = "b"}}, 2, p_disk_count, "multi-disk"},
-		{"entry disk", {{.name = "a"}, {.name = "b"}}, 2, p_entry_disk,
-		 "entry 'b': multi-disk"},
-		{"cd signature", {{.name = "a"}, {.name = "b"}}, 2, p_cd_sig,
-		 "entry 1: bad central directory header"},
-		{"same lho", {{.name = "a", .data = "A"}, {.name = "b", .data = "B"}}, 2,
-		 p_lho_same, "entry 'b': local data overlaps entry 'a'"},
-		{"lho in cd", {{.name = "a", .data = "A"}, {.name = "b", .data = "B"}}, 2,
-		 p_lho_into_cd, "entry 'b': local data at"},
-		{"lho past end", {{.name = "a", .data = "A"}, {.name = "b", .data = "B"}}, 2,
-		 p_lho_past_end, "runs into the central directory"},
-		{"csize overlap", {{.name = "a", .data = "A"}, {.name = "b", .data = "B"}}, 2,
-		 p_csize_overlap, "entry 'b': local data overlaps entry 'a'"},
-		{"csize huge", {{.name = "a", .data = "A"}, {.name = "b", .data = "B"}}, 2,
-		 p_csize_huge, "entry 'b': local data"},
-		{"name length", {{.name = "a"}, {.name = "b"}}, 2, p_namelen_huge,
-		 "entry 1: header runs past"},
-		{"extra length", {{.name = "a"}, {.name = "b"}}, 2, p_extralen_huge,
-		 "entry 0: header runs past"},
-		{"encrypted", {{.name = "a"}, {.name = "b"}}, 2, p_encrypted,
-		 "entry 'b': encrypted"},
-		{"method", {{.name = "a"}, {.name = "b"}}, 2, p_method,
-		 "entry 'b': compression method 12"},
-		{"stored sizes", {{.name = "a"}, {.name = "b", .data = "B"}}, 2, p_stored_sizes,
-		 "entry 'b': stored entry"},
-		{"zip64 without locator", {{.name = "a"}}, 1, p_z64_no_extra, "does not end"},
-		{"duplicate", {{.name = "a/b", .data = "1"}, {.name = "a/b", .data = "2"}}, 2,
-		 NULL, "entry 'a/b': duplicate name"},
-		{"file and dir", {{.name = "a/b", .data = "1"}, {.name = "a"}}, 2, NULL,
-		 "entry 'a': both a file and a directory"},
-		{"file and dir entry", {{.name = "x"}, {.name = "x-y"}, {.name = "x/"}}, 3, NULL,
-		 "entry 'x': both a file and a directory"},
-		{"dotdot", {{.name = "ok"}, {.name = "a/../b"}}, 2, NULL,
-		 "entry 'a/../b': name escapes the tree"},
-		{"parent", {{.name = "../x"}}, 1, NULL, "entry '../x': name escapes the tree"},
-		{"absolute", {{.name = "/abs"}}, 1, NULL, "entry '/abs': absolute path"},
-		{"backslash", {{.name = "a\\b"}}, 1, NULL, "entry 'a\\x5cb': backslash"},
-		{"nul", {{.name = "a\0b", .namelen = 3}}, 1, NULL, "entry 'a\\x00b': NUL in name"},
-		{"drive", {{.name = "C:x"}}, 1, NULL, "entry 'C:x': drive letter"},
-		{"empty name", {{.name = "", .namelen = 0}}, 1, NULL, "entry '': empty name"},
-		{"empty segment", {{.name = "a//b"}}, 1, NULL, "empty path segment"},
+	    {"truncated EOCD",
+	     {{.name = "a", .data = "A"}},
+	     1,
+	     p_truncate_eocd,
+	     "no end of central directory"},
+	    {"garbage", {{.name = "a", .data = "A"}}, 1, p_garbage, "no end of central directory"},
+	    {"comment length",
+	     {{.name = "a", .data = "A"}},
+	     1,
+	     p_comment_len,
+	     "no end of central directory"},
+	    {"cd offset", {{.name = "a", .data = "A"}}, 1, p_cd_off, "does not end"},
+	    {"cd offset huge", {{.name = "a", .data = "A"}}, 1, p_cd_off_huge, "does not end"},
+	    {"cd size", {{.name = "a", .data = "A"}}, 1, p_cd_size, "does not end"},
+	    {"count more", {{.name = "a"}, {.name = "b"}}, 2, p_count_more, "cannot fit"},
+	    {"count less", {{.name = "a"}, {.name = "b"}}, 2, p_count_less, "bytes after"},
+	    {"disk", {{.name = "a"}}, 1, p_disk, "multi-disk"},
+	    {"disk count", {{.name = "a"}, {.name = "b"}}, 2, p_disk_count, "multi-disk"},
+	    {"entry disk",
+	     {{.name = "a"}, {.name = "b"}},
+	     2,
+	     p_entry_disk,
+	     "entry 'b': multi-disk"},
+	    {"cd signature",
+	     {{.name = "a"}, {.name = "b"}},
+	     2,
+	     p_cd_sig,
+	     "entry 1: bad central directory header"},
+	    {"same lho",
+	     {{.name = "a", .data = "A"}, {.name = "b", .data = "B"}},
+	     2,
+	     p_lho_same,
+	     "entry 'b': local data overlaps entry 'a'"},
+	    {"lho in cd",
+	     {{.name = "a", .data = "A"}, {.name = "b", .data = "B"}},
+	     2,
+	     p_lho_into_cd,
+	     "entry 'b': local data at"},
+	    {"lho past end",
+	     {{.name = "a", .data = "A"}, {.name = "b", .data = "B"}},
+	     2,
+	     p_lho_past_end,
+	     "runs into the central directory"},
+	    {"csize overlap",
+	     {{.name = "a", .data = "A"}, {.name = "b", .data = "B"}},
+	     2,
+	     p_csize_overlap,
+	     "entry 'b': local data overlaps entry 'a'"},
+	    {"csize huge",
+	     {{.name = "a", .data = "A"}, {.name = "b", .data = "B"}},
+	     2,
+	     p_csize_huge,
+	     "entry 'b': local data"},
+	    {"name length",
+	     {{.name = "a"}, {.name = "b"}},
+	     2,
+	     p_namelen_huge,
+	     "entry 1: header runs past"},
+	    {"extra length",
+	     {{.name = "a"}, {.name = "b"}},
+	     2,
+	     p_extralen_huge,
+	     "entry 0: header runs past"},
+	    {"encrypted", {{.name = "a"}, {.name = "b"}}, 2, p_encrypted, "entry 'b': encrypted"},
+	    {"method",
+	     {{.name = "a"}, {.name = "b"}},
+	     2,
+	     p_method,
+	     "entry 'b': compression method 12"},
+	    {"stored sizes",
+	     {{.name = "a"}, {.name = "b", .data = "B"}},
+	     2,
+	     p_stored_sizes,
+	     "entry 'b': stored entry"},
+	    {"zip64 without locator", {{.name = "a"}}, 1, p_z64_no_extra, "does not end"},
+	    {"duplicate",
+	     {{.name = "a/b", .data = "1"}, {.name = "a/b", .data = "2"}},
+	     2,
+	     NULL,
+	     "entry 'a/b': duplicate name"},
+	    {"file and dir",
+	     {{.name = "a/b", .data = "1"}, {.name = "a"}},
+	     2,
+	     NULL,
+	     "entry 'a': both a file and a directory"},
+	    {"file and dir entry",
+	     {{.name = "x"}, {.name = "x-y"}, {.name = "x/"}},
+	     3,
+	     NULL,
+	     "entry 'x': both a file and a directory"},
+	    {"dotdot",
+	     {{.name = "ok"}, {.name = "a/../b"}},
+	     2,
+	     NULL,
+	     "entry 'a/../b': name escapes the tree"},
+	    {"parent", {{.name = "../x"}}, 1, NULL, "entry '../x': name escapes the tree"},
+	    {"absolute", {{.name = "/abs"}}, 1, NULL, "entry '/abs': absolute path"},
+	    {"backslash", {{.name = "a\\b"}}, 1, NULL, "entry 'a\\x5cb': backslash"},
+	    {"nul", {{.name = "a\0b", .namelen = 3}}, 1, NULL, "entry 'a\\x00b': NUL in name"},
+	    {"drive", {{.name = "C:x"}}, 1, NULL, "entry 'C:x': drive letter"},
+	    {"empty name", {{.name = "", .namelen = 0}}, 1, NULL, "entry '': empty name"},
+	    {"empty segment", {{.name = "a//b"}}, 1, NULL, "empty path segment"},
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {

@@ -1,0 +1,79 @@
+"""A misbehaving server (faultserver.py): right bytes or EIO, never wrong bytes."""
+
+import errno
+
+import pytest
+
+import wheelgen
+
+pytestmark = pytest.mark.fuse
+
+RETRY_LOG = r"(?i)retr(y|ies|ying)"  # retries may be logged; they are not failures
+
+
+def requests_for(server, whl):
+    return server.stats().get("/" + whl.name, {}).get("requests", 0)
+
+
+@pytest.mark.parametrize("short,entry", [("purepkg", "purepkg/data/blob.bin"),   # stored
+                                         ("bigpkg", "bigpkg/big.bin")])          # deflated
+def test_corrupted_body_gives_eio(mount, faultserver, fault_lock, wheelhouse, short, entry):
+    whl = wheelhouse[short]
+    start, end = wheelgen.data_span(whl, entry)
+    mid = (start + end) // 2
+    m = mount(fault_lock)
+    m.allow(r"\b" + short + r"\b", RETRY_LOG)
+    faultserver.fault(f"corrupt:{whl.name}:{mid}:16")
+    with pytest.raises(OSError) as e:
+        (m.site / entry).read_bytes()
+    assert e.value.errno == errno.EIO
+    assert requests_for(faultserver, whl) >= 1, "the corrupted range was never requested"
+    log = m.log()
+    assert whl.name in log and entry in log, f"the log does not name wheel and entry:\n{log}"
+    faultserver.fault("none")  # a clean server afterwards: the next open succeeds
+    assert (m.site / entry).read_bytes() == wheelhouse.content(short, entry)
+
+
+@pytest.mark.parametrize("fault", ["status:503:2", "status:429:1", "status:500:1",
+                                   "drop_after:1000:2", "delay:300"])
+@pytest.mark.parametrize("short,entry", [("purepkg", "purepkg/core.py"),
+                                         ("bigpkg", "bigpkg/big.bin")])
+def test_transient_faults_still_give_right_bytes(mount, faultserver, fault_lock, wheelhouse,
+                                                 fault, short, entry):
+    m = mount(fault_lock)
+    m.allow(RETRY_LOG)
+    faultserver.reset()
+    faultserver.fault(fault)
+    assert (m.site / entry).read_bytes() == wheelhouse.content(short, entry)
+    n = int(fault.rsplit(":", 1)[1]) if fault.startswith(("status", "drop")) else 0
+    seen = requests_for(faultserver, wheelhouse[short])
+    assert seen >= n + 1, f"{seen} requests: the fault was not exercised"
+
+
+def test_server_ignoring_range(mount, faultserver, fault_lock, wheelhouse):
+    """200 to a Range request: stream the whole wheel once, then serve from the cache."""
+    faultserver.fault("ignore_range")
+    m = mount(fault_lock)
+    r = m.python("-c", "import purepkg, cext, bigpkg, clipkg; print(cext.add(1, 1))")
+    assert r.stdout == "2\n"
+    for short, entry in [("bigpkg", "bigpkg/big.bin"), ("purepkg", "purepkg/data/blob.bin")]:
+        assert (m.site / entry).read_bytes() == wheelhouse.content(short, entry)
+    stats = faultserver.stats()
+    for short in ("bigpkg", "purepkg"):
+        whl = wheelhouse[short]
+        sent = stats.get("/" + whl.name, {}).get("bytes", 0)
+        assert sent <= 1.5 * whl.stat().st_size, \
+            f"{whl.name} ({whl.stat().st_size} bytes) was sent {sent} bytes: more than once"
+
+
+def test_wrong_content_range_is_not_served(mount, faultserver, fault_lock, wheelhouse):
+    m = mount(fault_lock)
+    m.allow(r"(?i)content-range", RETRY_LOG)
+    faultserver.fault("wrong_content_range")
+    entry = "purepkg/core.py"
+    try:
+        data = (m.site / entry).read_bytes()
+    except OSError as e:
+        assert e.errno == errno.EIO
+    else:
+        assert data == wheelhouse.content("purepkg", entry)
