@@ -176,7 +176,7 @@ static bool is_remote(const struct fs_wheel *s)
 static int load_kept_files(struct fs_ctx *ctx, struct mload *ml, char *err, size_t errlen)
 {
 	struct wheel_src *w = ml->w;
-	const struct zip_cd *cd = ml->cd;
+	const struct zip_cd *cd = w->meta.cd;
 	size_t cap = 0;
 	for (size_t i = 0; i < cd->n; i++) {
 		const struct zip_entry *e = &cd->entries[i];

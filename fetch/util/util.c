@@ -110,15 +110,21 @@ void buf_puts(struct buf *b, const char *s)
 void buf_printf(struct buf *b, const char *fmt, ...)
 {
 	va_list ap;
+	buf_reserve(b, 128);
+	size_t avail = b->cap - b->len;
 	va_start(ap, fmt);
-	int n = vsnprintf(NULL, 0, fmt, ap);
+	int n = vsnprintf((char *)b->data + b->len, avail, fmt, ap);
 	va_end(ap);
-	if (n < 0)
+	if (n < 0) {
+		b->data[b->len] = 0;
 		return;
-	buf_reserve(b, (size_t)n);
-	va_start(ap, fmt);
-	vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, ap);
-	va_end(ap);
+	}
+	if ((size_t)n >= avail) {
+		buf_reserve(b, (size_t)n);
+		va_start(ap, fmt);
+		vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, ap);
+		va_end(ap);
+	}
 	b->len += (size_t)n;
 }
 
