@@ -395,7 +395,8 @@ int fs_serve(struct fs_ctx *ctx, const char *mountpoint, const char *fuse_opts, 
 	struct fuse_loop_config *lc = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_max_threads(lc, 64);
 	fuse_loop_cfg_set_idle_threads(lc, 16);
-	r = fuse_session_loop_mt(se, lc) == 0 ? 0 : -EIO;
+	/* > 0: the signal that ended the loop, a clean exit */
+	r = fuse_session_loop_mt(se, lc) < 0 ? -EIO : 0;
 	fuse_loop_cfg_destroy(lc);
 	fuse_session_unmount(se);
 out_signals:

@@ -151,6 +151,8 @@ struct mload {
 	uint64_t tail_off;
 	struct buf extra;  /* wave 2: bytes [need_off, tail_off) */
 	uint64_t need_off;
+	struct buf kept;   /* wave 3: one range covering kept members outside the tail */
+	uint64_t kept_off;
 	struct http_req req;
 	char *tmp;         /* full_fd file of the first request */
 	int tmpfd;
@@ -171,8 +173,55 @@ static bool is_remote(const struct fs_wheel *s)
 	return http_is_remote(s->url);
 }
 
-/* Reads the kept members (RECORD, WHEEL, ... and .data/scripts) of one
- * wheel, from the tail when they lie in it, else with a request each. */
+/* Bytes [off, off+len) of the wheel if the tail or the wave-3 buffer holds
+ * them (NULL otherwise); *ret_avail is what the buffer holds from off on. */
+static const uint8_t *have_bytes(const struct mload *ml, uint64_t off, uint64_t len,
+				 size_t *ret_avail)
+{
+	const struct buf *bs[] = {&ml->tail, &ml->kept};
+	const uint64_t offs[] = {ml->tail_off, ml->kept_off};
+	for (size_t i = 0; i < 2; i++) {
+		if (bs[i]->len && off >= offs[i] && off + len <= offs[i] + bs[i]->len) {
+			*ret_avail = bs[i]->len - (size_t)(off - offs[i]);
+			return bs[i]->data + (off - offs[i]);
+		}
+	}
+	return NULL;
+}
+
+static bool is_kept(const struct zip_entry *e)
+{
+	return tree_wants_file(e->name) && !str_endswith(e->name, "/");
+}
+
+/* Kept members outside the tail usually sit together (some wheels put the
+ * dist-info first): one range covering them all, if it is not too wide. */
+#define KEPT_SPAN_MAX (8u << 20)
+static bool plan_kept_range(struct mload *ml)
+{
+	const struct zip_cd *cd = ml->w->meta.cd;
+	uint64_t lo = UINT64_MAX, hi = 0, size = ml->w->spec->size;
+	for (size_t i = 0; i < cd->n; i++) {
+		const struct zip_entry *e = &cd->entries[i];
+		size_t avail;
+		if (!is_kept(e) || have_bytes(ml, e->lho, MIN(zipcd_span_guess(e), size - e->lho),
+					      &avail))
+			continue;
+		lo = MIN(lo, e->lho);
+		hi = MAX(hi, MIN(e->lho + zipcd_span_guess(e), size));
+	}
+	if (lo >= hi || hi - lo > KEPT_SPAN_MAX)
+		return false;
+	ml->kept_off = lo;
+	const struct wheel_src *w = ml->w;
+	ml->req = (struct http_req){.url = w->local_path ? w->local_path : w->spec->url,
+				    .off = lo, .len = hi - lo, .sink = sink_buf, .ud = &ml->kept,
+				    .full_fd = -1};
+	return true;
+}
+
+/* Decodes the kept members (RECORD, WHEEL, ... and .data/scripts) of one
+ * wheel from the buffers, fetching any still missing one by one. */
 static int load_kept_files(struct fs_ctx *ctx, struct mload *ml, char *err, size_t errlen)
 {
 	struct wheel_src *w = ml->w;
@@ -180,7 +229,7 @@ static int load_kept_files(struct fs_ctx *ctx, struct mload *ml, char *err, size
 	size_t cap = 0;
 	for (size_t i = 0; i < cd->n; i++) {
 		const struct zip_entry *e = &cd->entries[i];
-		if (!tree_wants_file(e->name) || str_endswith(e->name, "/"))
+		if (!is_kept(e))
 			continue;
 		if (e->usize > KEPT_FILE_MAX) {
 			snprintf(err, errlen, "wheel \"%s\": entry \"%s\" is too large (%llu bytes)",
@@ -189,19 +238,17 @@ static int load_kept_files(struct fs_ctx *ctx, struct mload *ml, char *err, size
 		}
 		struct buf local;
 		buf_init(&local);
-		const uint8_t *p = NULL;
 		size_t avail = 0;
 		uint64_t data_off = 0;
 		int r = -EAGAIN;
-		if (e->lho >= ml->tail_off) {
-			p = ml->tail.data + (e->lho - ml->tail_off);
-			avail = ml->tail.len - (size_t)(e->lho - ml->tail_off);
+		const uint8_t *p = have_bytes(ml, e->lho, ZIPCD_LOCAL_HEADER_MIN, &avail);
+		if (p) {
 			r = zipcd_local_header(p, avail, e, &data_off);
-			if (r == 0 && data_off + e->csize > ml->tail_off + ml->tail.len)
+			if (r == 0 && data_off - e->lho + e->csize > avail)
 				r = -EAGAIN;
 		}
 		for (int tries = 0; r == -EAGAIN && tries < 2; tries++) {
-			/* Outside the tail (or a long local extra): fetch it. */
+			/* Not in hand (or a long local extra): fetch it. */
 			uint64_t want = tries == 0 ? zipcd_span_guess(e)
 						   : (data_off - e->lho) + e->csize;
 			if (want > w->spec->size - e->lho)
@@ -279,6 +326,7 @@ int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen)
 		m->tmpfd = -1;
 		buf_init(&m->tail);
 		buf_init(&m->extra);
+		buf_init(&m->kept);
 	}
 
 	/* Wave 1: the tail of every uncached wheel. */
@@ -362,11 +410,25 @@ int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen)
 		}
 	}
 
-	/* Kept members, then one transaction per wheel into the catalog. */
+	/* Wave 3: kept members outside the tail, one covering range per wheel. */
+	size_t nkept = 0;
 	for (size_t k = 0; k < np && r == 0; k++) {
 		struct mload *m = &ml[k];
 		m->w->meta.cd = m->cd;
 		m->cd = NULL;
+		if (plan_kept_range(m))
+			reqs[nkept++] = &m->req;
+	}
+	if (r == 0 && nkept) {
+		wave_wait(ctx, reqs, rs, nkept);
+		for (size_t j = 0; j < nkept; j++)
+			if (rs[j] < 0) /* not fatal: load_kept_files asks again */
+				buf_free(reqs[j]->ud);
+	}
+
+	/* Decode kept members, then one transaction per wheel into the catalog. */
+	for (size_t k = 0; k < np && r == 0; k++) {
+		struct mload *m = &ml[k];
 		r = load_kept_files(ctx, m, err, errlen);
 		if (r < 0)
 			break;
@@ -384,6 +446,7 @@ int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen)
 		struct mload *m = &ml[k];
 		buf_free(&m->tail);
 		buf_free(&m->extra);
+		buf_free(&m->kept);
 		zipcd_free(m->cd);
 		if (m->tmpfd >= 0)
 			close(m->tmpfd);

@@ -35,7 +35,7 @@ def test_corrupted_body_gives_eio(mount, faultserver, fault_lock, wheelhouse, sh
 
 
 @pytest.mark.parametrize("fault", ["status:503:2", "status:429:1", "status:500:1",
-                                   "drop_after:1000:2", "delay:300"])
+                                   "drop_after:200:2", "delay:300"])
 @pytest.mark.parametrize("short,entry", [("purepkg", "purepkg/core.py"),
                                          ("bigpkg", "bigpkg/big.bin")])
 def test_transient_faults_still_give_right_bytes(mount, faultserver, fault_lock, wheelhouse,
@@ -45,7 +45,10 @@ def test_transient_faults_still_give_right_bytes(mount, faultserver, fault_lock,
     faultserver.reset()
     faultserver.fault(fault)
     assert (m.site / entry).read_bytes() == wheelhouse.content(short, entry)
-    n = int(fault.rsplit(":", 1)[1]) if fault.startswith(("status", "drop")) else 0
+    # each injected status costs a retry; a dropped transfer at least one (the
+    # resumed request may be short enough to finish before the next drop)
+    n = int(fault.rsplit(":", 1)[1]) if fault.startswith("status") else 0
+    n = 1 if fault.startswith("drop") else n
     seen = requests_for(faultserver, wheelhouse[short])
     assert seen >= n + 1, f"{seen} requests: the fault was not exercised"
 

@@ -283,7 +283,8 @@ static char *join_extras(const struct pep508_req *r)
 	char **v = xcalloc(r->nextras + 1, sizeof(*v));
 	struct buf b;
 
-	memcpy(v, r->extras, r->nextras * sizeof(*v));
+	if (r->nextras)
+		memcpy(v, r->extras, r->nextras * sizeof(*v));
 	for (size_t i = 1; i < r->nextras; i++) /* insertion sort, tiny */
 		for (size_t j = i; j > 0 && strcmp(v[j - 1], v[j]) > 0; j--) {
 			char *t = v[j];
