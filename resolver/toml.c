@@ -1081,6 +1081,7 @@ static int parse_keyval(struct parser *P)
 static int parse_header(struct parser *P)
 {
 	const char *pos = P->p;
+	struct lc at = lc_at(P, pos); /* before the key: lc_at is fast going forward */
 	bool aot = P->p + 1 < P->end && P->p[1] == '[';
 	char name[256];
 	struct key k;
@@ -1097,7 +1098,6 @@ static int parse_header(struct parser *P)
 	}
 	P->p += aot ? 2 : 1;
 
-	struct lc at = lc_at(P, pos);
 	struct node *t = P->root;
 	for (int i = 0; i < k.n - 1; i++) {
 		struct toml_value *c = table_find(t, k.parts[i]);

@@ -564,6 +564,21 @@ static void test_limits(void)
 	CHECK_STR(err, "5001:1: duplicate key 'k2500'");
 	buf_free(&b);
 
+	/* positions are computed going forward: 20000 headers (1.6 MB) parse in
+	 * well under a second; a quadratic position lookup took ~5 s here */
+	buf_init(&b);
+	for (int i = 0; i < 20000; i++)
+		buf_printf(&b, "[[packages]]\nname = 'p%d'\n[[packages.wheels]]\nurl = '%040d'\n",
+			   i, i);
+	uint64_t t0 = now_ns();
+	CHECK_INT(parse_str((char *)b.data, &v, err, sizeof(err)), 0);
+	uint64_t ms = (now_ns() - t0) / 1000000;
+	if (ms >= 3000)
+		fprintf(stderr, "20000 headers took %llu ms\n", (unsigned long long)ms);
+	CHECK(ms < 3000);
+	toml_free(v);
+	buf_free(&b);
+
 	/* many sibling tables via headers and a long array of tables */
 	buf_init(&b);
 	for (int i = 0; i < 3000; i++)
