@@ -59,6 +59,7 @@ extern char **environ;
 /* The script's output format version is the first line. */
 #define INTERP_HEADER "sitefs-interp 1"
 
+/* clang-format off */
 static const char interp_script[] =
 	"import os, sys, sysconfig, platform, importlib.util\n"
 	"out = [\"sitefs-interp 1\"]\n"
@@ -328,11 +329,12 @@ static const char interp_script[] =
 	"    emit(\"marker.\" + k, env[k])\n"
 	"out.append(\"end\")\n"
 	"sys.stdout.write(\"\\n\".join(out) + \"\\n\")\n";
+/* clang-format on */
 
 static const char probe_script[] = "import sys; print(sys.executable)";
 
 struct tag_index {
-	size_t cap;     /* power of two */
+	size_t cap;	/* power of two */
 	uint32_t *slot; /* index + 1 into ip->tags, 0 = empty */
 };
 
@@ -446,8 +448,7 @@ static int parse_int_field(const char *s, int *ret)
 }
 
 /* Parses the script's output into *ret (caller frees with interp_free). */
-static int parse_answer(const char *text, size_t len, struct interp **ret, char *err,
-			size_t errlen)
+static int parse_answer(const char *text, size_t len, struct interp **ret, char *err, size_t errlen)
 {
 	struct interp *ip = xcalloc(1, sizeof(*ip));
 	size_t tagcap = 0, markcap = 0;
@@ -523,7 +524,8 @@ static int parse_answer(const char *text, size_t len, struct interp **ret, char 
 			*(major ? &have_major : &have_minor) = true;
 		} else if (!strcmp(key, "tag")) {
 			const char *d1 = strchr(val, '-'), *d2 = d1 ? strchr(d1 + 1, '-') : NULL;
-			if (!d1 || !d2 || strchr(d2 + 1, '-') || d1 == val || d2 == d1 + 1 || !d2[1]) {
+			if (!d1 || !d2 || strchr(d2 + 1, '-') || d1 == val || d2 == d1 + 1 ||
+			    !d2[1]) {
 				free(val);
 				free(key);
 				what = "malformed tag";
@@ -549,8 +551,8 @@ static int parse_answer(const char *text, size_t len, struct interp **ret, char 
 	if (!end)
 		what = "output is truncated";
 	else if (!ip->executable || !ip->executable[0] || !ip->version || !ip->implementation ||
-		 !ip->magic || !ip->stdlib || !ip->platlib_rel || !ip->include_rel ||
-		 !have_major || !have_minor)
+		 !ip->magic || !ip->stdlib || !ip->platlib_rel || !ip->include_rel || !have_major ||
+		 !have_minor)
 		what = "a required field is missing";
 	else if (!ip->ntags)
 		what = "no supported tags";
@@ -580,9 +582,9 @@ static char *find_program(const char *name)
 	if (!*name)
 		return NULL;
 	if (strchr(name, '/'))
-		return stat(name, &st) == 0 && S_ISREG(st.st_mode) && access(name, X_OK) == 0 ?
-			       xstrdup(name) :
-			       NULL;
+		return stat(name, &st) == 0 && S_ISREG(st.st_mode) && access(name, X_OK) == 0
+			   ? xstrdup(name)
+			   : NULL;
 	const char *path = getenv("PATH");
 	char defpath[256];
 	if (!path) {
@@ -618,10 +620,10 @@ static void last_line(const char *s, size_t n, char *out, size_t outlen)
 }
 
 /* Runs path -I -c script; returns 0 with the whole stdout (caller frees). */
-static int run_python(const char *path, const char *script, char **ret, size_t *ret_len,
-		      char *err, size_t errlen)
+static int run_python(const char *path, const char *script, char **ret, size_t *ret_len, char *err,
+		      size_t errlen)
 {
-	int outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
+	int outp[2] = {-1, -1}, errp[2] = {-1, -1};
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
 	struct buf out, errb;
@@ -647,7 +649,7 @@ static int run_python(const char *path, const char *script, char **ret, size_t *
 	posix_spawnattr_setsigmask(&attr, &none);
 	posix_spawnattr_setsigdefault(&attr, &dfl);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	char *argv[] = { (char *)path, (char *)"-I", (char *)"-c", (char *)script, NULL };
+	char *argv[] = {(char *)path, (char *)"-I", (char *)"-c", (char *)script, NULL};
 	r = -posix_spawn(&pid, path, &fa, &attr, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
@@ -661,7 +663,7 @@ static int run_python(const char *path, const char *script, char **ret, size_t *
 
 	uint64_t deadline = now_ns() + (uint64_t)INTERP_TIMEOUT_MS * 1000000u;
 	bool timed_out = false, too_big = false;
-	struct pollfd pfd[2] = { { outp[0], POLLIN, 0 }, { errp[0], POLLIN, 0 } };
+	struct pollfd pfd[2] = {{outp[0], POLLIN, 0}, {errp[0], POLLIN, 0}};
 	while (pfd[0].fd >= 0 || pfd[1].fd >= 0) {
 		uint64_t now = now_ns();
 		if (now >= deadline) {

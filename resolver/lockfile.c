@@ -28,7 +28,7 @@
 
 struct ctx {
 	const char *path; /* for messages */
-	char *base_dir;   /* absolute directory of the lock file */
+	char *base_dir;	  /* absolute directory of the lock file */
 	char *err;
 	size_t errlen;
 	const char *pkg; /* package being read, for messages */
@@ -37,8 +37,8 @@ struct ctx {
 static int __attribute__((format(printf, 3, 4)))
 lerr(struct ctx *c, const struct toml_value *at, const char *fmt, ...)
 {
-	int n = snprintf(c->err, c->errlen, "%s:%d:%d: ", c->path, at ? at->line : 1,
-			 at ? at->col : 1);
+	int n =
+	    snprintf(c->err, c->errlen, "%s:%d:%d: ", c->path, at ? at->line : 1, at ? at->col : 1);
 	if (n >= 0 && (size_t)n < c->errlen && c->pkg)
 		n += snprintf(c->err + n, c->errlen - (size_t)n, "package '%s': ", c->pkg);
 	if (n >= 0 && (size_t)n < c->errlen) {
@@ -241,7 +241,8 @@ static int read_wheel(struct ctx *c, const struct toml_value *w, struct lock_whe
 	memset(out, 0, sizeof(*out));
 	out->line = w->line;
 	if (get_string(c, w, "name", &name) < 0 || get_string(c, w, "url", &url) < 0 ||
-	    get_string(c, w, "path", &path) < 0 || get_typed(c, w, "size", TOML_INTEGER, &size) < 0 ||
+	    get_string(c, w, "path", &path) < 0 ||
+	    get_typed(c, w, "size", TOML_INTEGER, &size) < 0 ||
 	    get_typed(c, w, "hashes", TOML_TABLE, &hashes) < 0)
 		goto out;
 	if (!url && !path) {
@@ -261,7 +262,8 @@ static int read_wheel(struct ctx *c, const struct toml_value *w, struct lock_whe
 			p += 9;
 		char *dec = p[0] == '/' ? percent_decode(p, strlen(p)) : NULL;
 		if (!dec) {
-			lerr(c, toml_get(w, "url"), "wheel url \"%s\" is not a local file URL", url);
+			lerr(c, toml_get(w, "url"), "wheel url \"%s\" is not a local file URL",
+			     url);
 			goto out;
 		}
 		if (!path)
@@ -282,8 +284,8 @@ static int read_wheel(struct ctx *c, const struct toml_value *w, struct lock_whe
 		size_t start = end;
 		while (start > 0 && src[start - 1] != '/')
 			start--;
-		out->filename = url ? percent_decode(src + start, end - start) :
-				      xstrndup(src + start, end - start);
+		out->filename = url ? percent_decode(src + start, end - start)
+				    : xstrndup(src + start, end - start);
 		if (!out->filename || !out->filename[0]) {
 			lerr(c, w, "cannot take a wheel filename from \"%s\"", src);
 			goto out;
@@ -375,7 +377,7 @@ static void package_clear(struct lock_package *p)
 static int read_package(struct ctx *c, const struct toml_value *t, struct lock_package *p)
 {
 	const struct toml_value *v, *wheels, *src[4];
-	static const char *const src_keys[4] = { "vcs", "directory", "archive", "sdist" };
+	static const char *const src_keys[4] = {"vcs", "directory", "archive", "sdist"};
 
 	memset(p, 0, sizeof(*p));
 	p->line = t->line;
@@ -458,7 +460,7 @@ int lockfile_parse(const char *path, const char *text, size_t len, struct lock_f
 	char dummy[1];
 	if (!err || !errlen)
 		err = dummy, errlen = sizeof(dummy);
-	struct ctx c = { .path = path, .err = err, .errlen = errlen };
+	struct ctx c = {.path = path, .err = err, .errlen = errlen};
 	struct toml_value *root = NULL;
 	char terr[256];
 	if (toml_parse(text, len, &root, terr, sizeof(terr)) < 0) {

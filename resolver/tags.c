@@ -17,10 +17,7 @@ static bool is_alnum(char c)
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
 
-static char lower(char c)
-{
-	return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
-}
+static char lower(char c) { return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c; }
 
 static void free_list(char **v, size_t n)
 {
@@ -106,7 +103,7 @@ int wheelname_parse(const char *filename, struct wheel_name *ret)
 				return -EINVAL;
 	}
 
-	struct wheel_name wn = { 0 };
+	struct wheel_name wn = {0};
 	size_t t = n - 3;
 	wn.py = split_tags(part[t], plen[t], &wn.npy);
 	wn.abi = split_tags(part[t + 1], plen[t + 1], &wn.nabi);
@@ -170,8 +167,8 @@ char *tags_normalize_name(const char *name)
 		char c = name[i];
 		if (c == '-' || c == '_' || c == '.') {
 			out[o++] = '-';
-			while (i + 1 < n && (name[i + 1] == '-' || name[i + 1] == '_' ||
-					     name[i + 1] == '.'))
+			while (i + 1 < n &&
+			       (name[i + 1] == '-' || name[i + 1] == '_' || name[i + 1] == '.'))
 				i++;
 			continue;
 		}

@@ -51,9 +51,9 @@ struct node {
 	struct toml_value v; /* first: freed through the public pointer */
 	unsigned flags;
 	int depth;
-	size_t cap;       /* allocated slots of arr.items or tab.keys/vals */
-	uint32_t *hash;   /* tables: index + 1 of each key, 0 = empty slot */
-	size_t hashcap;   /* power of two, or 0 without index */
+	size_t cap;	/* allocated slots of arr.items or tab.keys/vals */
+	uint32_t *hash; /* tables: index + 1 of each key, 0 = empty slot */
+	size_t hashcap; /* power of two, or 0 without index */
 };
 
 struct lc {
@@ -77,10 +77,7 @@ struct parser {
 	int lc_line, lc_col;
 };
 
-static inline struct node *N(struct toml_value *v)
-{
-	return (struct node *)v;
-}
+static inline struct node *N(struct toml_value *v) { return (struct node *)v; }
 
 /* ---- positions and errors ---- */
 
@@ -104,7 +101,7 @@ static struct lc lc_at(struct parser *P, const char *pos)
 		if (((unsigned char)*q & 0xc0) != 0x80)
 			P->lc_col++;
 	P->lc_pos = pos;
-	return (struct lc){ P->lc_line, P->lc_col };
+	return (struct lc){P->lc_line, P->lc_col};
 }
 
 static int perr_v(struct parser *P, struct lc at, const char *fmt, va_list ap)
@@ -282,15 +279,9 @@ static void key_clear(struct key *k)
 
 /* ---- lexical helpers ---- */
 
-static inline bool is_ws(char c)
-{
-	return c == ' ' || c == '\t';
-}
+static inline bool is_ws(char c) { return c == ' ' || c == '\t'; }
 
-static inline bool is_digit(char c)
-{
-	return c >= '0' && c <= '9';
-}
+static inline bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
 static inline bool is_bare(char c)
 {
@@ -299,10 +290,7 @@ static inline bool is_bare(char c)
 }
 
 /* Control characters TOML forbids in strings and comments (tab is fine). */
-static inline bool is_ctrl(char c)
-{
-	return ((unsigned char)c < 0x20 && c != '\t') || c == 0x7f;
-}
+static inline bool is_ctrl(char c) { return ((unsigned char)c < 0x20 && c != '\t') || c == 0x7f; }
 
 static void skip_ws(struct parser *P)
 {
@@ -535,7 +523,8 @@ static int parse_string(struct parser *P, bool allow_multi, char **ret)
 				continue;
 			}
 			if (n > 5) {
-				perr(P, P->p + 5, "too many quotes at the end of a multi-line string");
+				perr(P, P->p + 5,
+				     "too many quotes at the end of a multi-line string");
 				goto fail;
 			}
 			buf_append(&b, P->p, (size_t)n - 3);
@@ -548,8 +537,8 @@ static int parse_string(struct parser *P, bool allow_multi, char **ret)
 				const char *s = P->p + 1;
 				while (s < P->end && is_ws(*s))
 					s++;
-				if (s < P->end &&
-				    (*s == '\n' || (*s == '\r' && s + 1 < P->end && s[1] == '\n'))) {
+				if (s < P->end && (*s == '\n' || (*s == '\r' && s + 1 < P->end &&
+								  s[1] == '\n'))) {
 					P->p = s;
 					for (;;) {
 						skip_ws(P);
@@ -651,10 +640,7 @@ static bool value_ends(const struct parser *P)
 	return is_ws(c) || c == '\n' || c == '\r' || c == '#' || c == ',' || c == ']' || c == '}';
 }
 
-static inline bool is_tok(char c)
-{
-	return is_bare(c) || c == '+' || c == '.' || c == ':';
-}
+static inline bool is_tok(char c) { return is_bare(c) || c == '+' || c == '.' || c == ':'; }
 
 static bool digits_at(const char *s, const char *end, int n)
 {
@@ -666,10 +652,7 @@ static bool digits_at(const char *s, const char *end, int n)
 	return true;
 }
 
-static int num2(const char *s)
-{
-	return (s[0] - '0') * 10 + (s[1] - '0');
-}
+static int num2(const char *s) { return (s[0] - '0') * 10 + (s[1] - '0'); }
 
 /* Validates [s, end) as HH:MM:SS(.frac)?; returns the end or NULL. */
 static const char *check_time(const char *s, const char *end)
@@ -692,7 +675,7 @@ static const char *check_time(const char *s, const char *end)
 
 static const char *check_date(const char *s, const char *end)
 {
-	static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
 	if (!digits_at(s, end, 4) || end - s < 10 || s[4] != '-' || !digits_at(s + 5, end, 2) ||
 	    s[7] != '-' || !digits_at(s + 8, end, 2))
 		return NULL;
@@ -729,10 +712,7 @@ static bool check_datetime(const char *s, const char *end)
 static locale_t c_locale;
 static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
 
-static void c_locale_init(void)
-{
-	c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
-}
+static void c_locale_init(void) { c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0); }
 
 /* Scans digits (of the given radix) with single underscores between them.
  * Returns the end, or NULL if empty or an underscore is misplaced. */
@@ -745,7 +725,8 @@ static const char *scan_digits(const char *s, const char *end, int radix)
 		if (v >= 0 && v < radix) {
 			prev_digit = true;
 		} else if (*s == '_') {
-			if (!prev_digit || s + 1 >= end || hexval(s[1]) < 0 || hexval(s[1]) >= radix)
+			if (!prev_digit || s + 1 >= end || hexval(s[1]) < 0 ||
+			    hexval(s[1]) >= radix)
 				return NULL;
 			prev_digit = false;
 		} else {
@@ -772,7 +753,9 @@ static int parse_number(struct parser *P, const char *s, const char *end, struct
 		const char *q = scan_digits(s + 2, end, radix);
 		if (q != end)
 			return perr(P, tok, "invalid %s integer",
-				    radix == 16 ? "hexadecimal" : radix == 8 ? "octal" : "binary");
+				    radix == 16	 ? "hexadecimal"
+				    : radix == 8 ? "octal"
+						 : "binary");
 		uint64_t v = 0;
 		for (q = s + 2; q < end; q++) {
 			if (*q == '_')
@@ -881,8 +864,8 @@ static int parse_array(struct parser *P, struct node *a)
 			P->p++;
 			return 0;
 		}
-		return perr(P, P->p, P->p >= P->end ? "unterminated array" :
-						      "expected ',' or ']' in array");
+		return perr(P, P->p,
+			    P->p >= P->end ? "unterminated array" : "expected ',' or ']' in array");
 	}
 }
 
@@ -1029,15 +1012,17 @@ static int insert_kv(struct parser *P, struct node *t, struct key *k, struct nod
 		}
 		if (c->type != TOML_TABLE)
 			return perr_lc(P, k->at[i], "key '%s' is already a %s, not a table",
-				    key_str(k, i + 1, name, sizeof(name)), toml_type_name(c->type));
+				       key_str(k, i + 1, name, sizeof(name)),
+				       toml_type_name(c->type));
 		if (N(c)->flags & TF_INLINE)
 			return perr_lc(P, k->at[i], "cannot add keys to inline table '%s'",
-				    key_str(k, i + 1, name, sizeof(name)));
+				       key_str(k, i + 1, name, sizeof(name)));
 		if (N(c)->flags & TF_EXPLICIT)
-			return perr_lc(P, k->at[i],
-				       "cannot add keys with dotted keys to table '%s' defined by a "
-				       "[header]",
-				    key_str(k, i + 1, name, sizeof(name)));
+			return perr_lc(
+			    P, k->at[i],
+			    "cannot add keys with dotted keys to table '%s' defined by a "
+			    "[header]",
+			    key_str(k, i + 1, name, sizeof(name)));
 		N(c)->flags |= TF_DOTTED;
 		t = N(c);
 	}
@@ -1092,8 +1077,9 @@ static int parse_header(struct parser *P)
 	if (parse_key(P, &k) < 0)
 		return -EINVAL;
 	if (P->p >= P->end || *P->p != ']' || (aot && (P->p + 1 >= P->end || P->p[1] != ']'))) {
-		perr(P, P->p, aot ? "expected ']]' to end the table header" :
-				    "expected ']' to end the table header");
+		perr(P, P->p,
+		     aot ? "expected ']]' to end the table header"
+			 : "expected ']' to end the table header");
 		goto out;
 	}
 	P->p += aot ? 2 : 1;
@@ -1115,9 +1101,9 @@ static int parse_header(struct parser *P)
 		} else {
 			perr(P, pos, "cannot define table '%s': '%s' is %s",
 			     key_str(&k, k.n, name, sizeof(name)), k.parts[i] ? k.parts[i] : "",
-			     c->type == TOML_TABLE ? "an inline table" :
-			     c->type == TOML_ARRAY ? "a static array" :
-						     "not a table");
+			     c->type == TOML_TABLE   ? "an inline table"
+			     : c->type == TOML_ARRAY ? "a static array"
+						     : "not a table");
 			goto out;
 		}
 	}
@@ -1140,17 +1126,17 @@ static int parse_header(struct parser *P)
 		} else if (c->type == TOML_TABLE) {
 			perr(P, pos, "table '%s' is already defined%s",
 			     key_str(&k, k.n, name, sizeof(name)),
-			     N(c)->flags & TF_INLINE   ? " as an inline table" :
-			     N(c)->flags & TF_EXPLICIT ? "" :
-							 " by dotted keys");
+			     N(c)->flags & TF_INLINE	 ? " as an inline table"
+			     : N(c)->flags & TF_EXPLICIT ? ""
+							 : " by dotted keys");
 			goto out;
 		} else {
 			perr(P, pos, "cannot define table '%s': the key already holds %s %s",
 			     key_str(&k, k.n, name, sizeof(name)),
 			     c->type == TOML_ARRAY || c->type == TOML_INTEGER ? "an" : "a",
-			     c->type == TOML_ARRAY && (N(c)->flags & TF_AOT) ?
-				     "array of tables" :
-				     toml_type_name(c->type));
+			     c->type == TOML_ARRAY && (N(c)->flags & TF_AOT)
+				 ? "array of tables"
+				 : toml_type_name(c->type));
 			goto out;
 		}
 	} else {
@@ -1165,9 +1151,9 @@ static int parse_header(struct parser *P)
 		} else {
 			perr(P, pos, "cannot append to '%s': it is %s",
 			     key_str(&k, k.n, name, sizeof(name)),
-			     c->type == TOML_ARRAY ? "a static array" :
-			     c->type == TOML_TABLE ? "a table" :
-						     "not an array of tables");
+			     c->type == TOML_ARRAY   ? "a static array"
+			     : c->type == TOML_TABLE ? "a table"
+						     : "not an array of tables");
 			goto out;
 		}
 		struct node *elem = node_new(TOML_TABLE, at, arr->depth + 1);
@@ -1184,14 +1170,14 @@ out:
 int toml_parse(const char *text, size_t len, struct toml_value **ret, char *err, size_t errlen)
 {
 	struct parser P = {
-		.start = text,
-		.p = text,
-		.end = text + len,
-		.err = err,
-		.errlen = errlen,
-		.lc_pos = text,
-		.lc_line = 1,
-		.lc_col = 1,
+	    .start = text,
+	    .p = text,
+	    .end = text + len,
+	    .err = err,
+	    .errlen = errlen,
+	    .lc_pos = text,
+	    .lc_line = 1,
+	    .lc_col = 1,
 	};
 	if (err && errlen)
 		err[0] = 0;
@@ -1201,7 +1187,7 @@ int toml_parse(const char *text, size_t len, struct toml_value **ret, char *err,
 	if (bad)
 		return perr(&P, bad, "invalid UTF-8");
 
-	P.root = node_new(TOML_TABLE, (struct lc){ 1, 1 }, 0);
+	P.root = node_new(TOML_TABLE, (struct lc){1, 1}, 0);
 	P.cur = P.root;
 	while (P.p < P.end) {
 		skip_ws(&P);

@@ -71,8 +71,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	toml_free(v);
 
 	struct lock_file *lf = NULL;
-	if (lockfile_parse("/fuzz/pylock.toml", (const char *)data, size, &lf, err,
-			   sizeof(err)) == 0)
+	if (lockfile_parse("/fuzz/pylock.toml", (const char *)data, size, &lf, err, sizeof(err)) ==
+	    0)
 		lockfile_free(lf);
 	return 0;
 }

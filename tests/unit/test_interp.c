@@ -18,6 +18,7 @@
 #define PY "/usr/bin/python3"
 #define PIP_WHL "/usr/share/python-wheels/pip-23.0.1-py3-none-any.whl"
 
+/* clang-format off */
 static const char oracle_py[] =
 	"import sys, sysconfig, platform, importlib.util\n"
 	"try:\n"
@@ -33,6 +34,7 @@ static const char oracle_py[] =
 	"print('majmin=%d.%d' % sys.version_info[:2])\n"
 	"for t in tags.sys_tags(): print('tag=%s' % t)\n"
 	"for k, v in markers.default_environment().items(): print('marker.%s=%s' % (k, v))\n";
+/* clang-format on */
 
 struct lines {
 	char **v;
@@ -54,7 +56,7 @@ static int run_lines(const char *cmd, struct lines *ret)
 	FILE *f = popen(cmd, "r");
 	if (!f)
 		return -1;
-	struct lines l = { 0 };
+	struct lines l = {0};
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t n;
@@ -229,7 +231,10 @@ static void test_cache(const char *tmpdir)
 
 	/* bad entries are ignored and replaced */
 	static const char *const bad[] = {
-		"", "hello\n", "sitefs-interp 1\nversion=1\n", NULL,
+	    "",
+	    "hello\n",
+	    "sitefs-interp 1\nversion=1\n",
+	    NULL,
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 		char *content = bad[i] ? xstrdup(bad[i]) : xstrndup(text, len - 4); /* no "end" */
@@ -305,8 +310,9 @@ static void test_shim(const char *tmpdir)
 		fclose(f);
 	}
 	const char *root = getenv("PYENV_ROOT");
-	char *versions = root ? xasprintf("%s/versions", root) :
-				xasprintf("%s/.pyenv/versions", getenv("HOME") ? getenv("HOME") : "/");
+	char *versions =
+	    root ? xasprintf("%s/versions", root)
+		 : xasprintf("%s/.pyenv/versions", getenv("HOME") ? getenv("HOME") : "/");
 	if (!found || strcmp(hdr, "#!") != 0 || !strstr(found, "/shims/") ||
 	    access(versions, R_OK) != 0) {
 		printf("python3 on PATH is not a pyenv shim: shim test skipped\n");
@@ -463,17 +469,17 @@ static void test_fakes(const char *tmpdir)
 	struct {
 		const char *from, *to, *msg;
 	} muts[] = {
-		{ "tag=py3-none-any\n", "tag=py3-none\n", "malformed tag" },
-		{ "tag=py3-none-any\n", "tag=py3--any\n", "malformed tag" },
-		{ "tag=py3-none-any\n", "tag=a-b-c-d\n", "malformed tag" },
-		{ "tag=py3-none-any\n", "", "no supported tags" },
-		{ "minor=99\n", "minor=x\n", "bad version" },
-		{ "minor=99\n", "minor=-1\n", "bad version" },
-		{ "minor=99\n", "", "missing" },
-		{ "magic=00\n", "", "missing" },
-		{ "marker.python_version=3.99\n", "", "marker" },
-		{ "end\n", "end\nmore\n", "after the end" },
-		{ "version=3.99.0\n", "version\n", "without '='" },
+	    {"tag=py3-none-any\n", "tag=py3-none\n", "malformed tag"},
+	    {"tag=py3-none-any\n", "tag=py3--any\n", "malformed tag"},
+	    {"tag=py3-none-any\n", "tag=a-b-c-d\n", "malformed tag"},
+	    {"tag=py3-none-any\n", "", "no supported tags"},
+	    {"minor=99\n", "minor=x\n", "bad version"},
+	    {"minor=99\n", "minor=-1\n", "bad version"},
+	    {"minor=99\n", "", "missing"},
+	    {"magic=00\n", "", "missing"},
+	    {"marker.python_version=3.99\n", "", "marker"},
+	    {"end\n", "end\nmore\n", "after the end"},
+	    {"version=3.99.0\n", "version\n", "without '='"},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(muts); i++) {
 		body = answer_with(muts[i].from, muts[i].to);

@@ -16,6 +16,7 @@
 #define SHA_A "c75a69e28a550a7e93789579c22aa26b0f5b83b75dc4e08fe092980051e1090a"
 #define SHA_B "83807D445817326B4BCDAAAF8E8E9F1753DA04341ECEEC705C001FF342002E5D"
 
+/* clang-format off */
 static const char full_lock[] =
 	"lock-version = '1.0'\n"                                                      /* 1 */
 	"environments = [\"sys_platform == 'linux'\"]\n"                              /* 2 */
@@ -74,6 +75,7 @@ static const char full_lock[] =
 	"\n"
 	"[tool.uv]\n"
 	"anything = [1, 'goes']\n";
+/* clang-format on */
 
 static void check_sha(const uint8_t *got, const char *hex)
 {
@@ -175,17 +177,18 @@ static void test_full(void)
 /* What tools/mklock.py writes. */
 static void test_minimal(void)
 {
-	const char *doc = "lock-version = \"1.0\"\n"
-			  "created-by = \"sitefs-mklock\"\n"
-			  "\n"
-			  "[[packages]]\n"
-			  "name = \"six\"\n"
-			  "version = \"1.16.0\"\n"
-			  "wheels = [\n"
-			  "  { name = \"six-1.16.0-py2.py3-none-any.whl\", url = "
-			  "\"http://127.0.0.1:8080/six-1.16.0-py2.py3-none-any.whl\", size = 11053, "
-			  "hashes = { sha256 = \"" SHA_A "\" } },\n"
-			  "]\n";
+	const char *doc =
+	    "lock-version = \"1.0\"\n"
+	    "created-by = \"sitefs-mklock\"\n"
+	    "\n"
+	    "[[packages]]\n"
+	    "name = \"six\"\n"
+	    "version = \"1.16.0\"\n"
+	    "wheels = [\n"
+	    "  { name = \"six-1.16.0-py2.py3-none-any.whl\", url = "
+	    "\"http://127.0.0.1:8080/six-1.16.0-py2.py3-none-any.whl\", size = 11053, "
+	    "hashes = { sha256 = \"" SHA_A "\" } },\n"
+	    "]\n";
 	struct lock_file *lf = NULL;
 	char err[512];
 	CHECK_INT(lockfile_parse("pylock.toml", doc, strlen(doc), &lf, err, sizeof(err)), 0);
@@ -215,15 +218,14 @@ static void test_paths(void)
 	struct {
 		const char *lock, *path, *want; /* want NULL: cwd-relative, see below */
 	} cases[] = {
-		{ "/a/b/pylock.toml", "w/x-1-py3-none-any.whl", "/a/b/w/x-1-py3-none-any.whl" },
-		{ "/a/b/pylock.toml", "../x-1-py3-none-any.whl", "/a/x-1-py3-none-any.whl" },
-		{ "/a/b/pylock.toml", "../../../../x-1-py3-none-any.whl", "/x-1-py3-none-any.whl" },
-		{ "/a/b/pylock.toml", "/abs/x-1-py3-none-any.whl", "/abs/x-1-py3-none-any.whl" },
-		{ "/a/./b//pylock.toml", "./w/./x-1-py3-none-any.whl",
-		  "/a/b/w/x-1-py3-none-any.whl" },
-		{ "/pylock.toml", "x-1-py3-none-any.whl", "/x-1-py3-none-any.whl" },
-		{ "pylock.toml", "x-1-py3-none-any.whl", "" },
-		{ "sub/pylock.toml", "../w/x-1-py3-none-any.whl", "" },
+	    {"/a/b/pylock.toml", "w/x-1-py3-none-any.whl", "/a/b/w/x-1-py3-none-any.whl"},
+	    {"/a/b/pylock.toml", "../x-1-py3-none-any.whl", "/a/x-1-py3-none-any.whl"},
+	    {"/a/b/pylock.toml", "../../../../x-1-py3-none-any.whl", "/x-1-py3-none-any.whl"},
+	    {"/a/b/pylock.toml", "/abs/x-1-py3-none-any.whl", "/abs/x-1-py3-none-any.whl"},
+	    {"/a/./b//pylock.toml", "./w/./x-1-py3-none-any.whl", "/a/b/w/x-1-py3-none-any.whl"},
+	    {"/pylock.toml", "x-1-py3-none-any.whl", "/x-1-py3-none-any.whl"},
+	    {"pylock.toml", "x-1-py3-none-any.whl", ""},
+	    {"sub/pylock.toml", "../w/x-1-py3-none-any.whl", ""},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		char *doc = xasprintf("lock-version = '1.0'\n[[packages]]\nname = 'x'\n"
@@ -232,7 +234,8 @@ static void test_paths(void)
 				      cases[i].path);
 		struct lock_file *lf = NULL;
 		char err[512];
-		CHECK_INT(lockfile_parse(cases[i].lock, doc, strlen(doc), &lf, err, sizeof(err)), 0);
+		CHECK_INT(lockfile_parse(cases[i].lock, doc, strlen(doc), &lf, err, sizeof(err)),
+			  0);
 		free(doc);
 		if (!lf)
 			continue;
@@ -259,6 +262,7 @@ struct err_case {
 #define GOOD_HASH "hashes = {sha256 = '" SHA_A "'}\n"
 #define FOO_WHL "name = 'foo-1.0-py3-none-any.whl'\n"
 
+/* clang-format off */
 static const struct err_case err_cases[] = {
 	{ "", "1:1: no [[packages]] array" },
 	{ "packages = 1\n", "2:12: 'packages' must be an array, not an integer" },
@@ -338,6 +342,7 @@ static const struct err_case err_cases[] = {
 	  "8:1: package 'bar': wheel 'bar-1-py3-none-any.whl' has no hashes" },
 	{ "packages = []\na = ", "3:5: expected a value" },
 };
+/* clang-format on */
 
 static void test_errors(void)
 {
@@ -347,10 +352,11 @@ static void test_errors(void)
 		char err[512] = "";
 		int r = lockfile_parse("pylock.toml", doc, strlen(doc), &lf, err, sizeof(err));
 		char *want = xasprintf("pylock.toml:%s", err_cases[i].want);
-		bool ok = r == -EINVAL && lf == (struct lock_file *)0x1 && str_startswith(err, want);
+		bool ok =
+		    r == -EINVAL && lf == (struct lock_file *)0x1 && str_startswith(err, want);
 		if (!ok)
-			fprintf(stderr, "error case %zu:\n%s\n  got r=%d \"%s\"\n  want \"%s\"\n", i,
-				doc, r, err, want);
+			fprintf(stderr, "error case %zu:\n%s\n  got r=%d \"%s\"\n  want \"%s\"\n",
+				i, doc, r, err, want);
 		CHECK(ok);
 		if (r == 0)
 			lockfile_free(lf);
@@ -360,15 +366,15 @@ static void test_errors(void)
 
 	/* lock-version */
 	static const char *const versions[][2] = {
-		{ "", "1:1: no lock-version" },
-		{ "lock-version = 1.0\n", "1:16: 'lock-version' must be a string, not a float" },
-		{ "lock-version = '2.0'\n", "1:16: unsupported lock-version \"2.0\"" },
-		{ "lock-version = '0.9'\n", "1:16: unsupported lock-version" },
-		{ "lock-version = '11.0'\n", "1:16: unsupported lock-version" },
-		{ "lock-version = '1'\n", "1:16: malformed lock-version \"1\"" },
-		{ "lock-version = '1.'\n", "1:16: malformed lock-version" },
-		{ "lock-version = '1.0.0'\n", "1:16: malformed lock-version" },
-		{ "lock-version = 'v1.0'\n", "1:16: malformed lock-version" },
+	    {"", "1:1: no lock-version"},
+	    {"lock-version = 1.0\n", "1:16: 'lock-version' must be a string, not a float"},
+	    {"lock-version = '2.0'\n", "1:16: unsupported lock-version \"2.0\""},
+	    {"lock-version = '0.9'\n", "1:16: unsupported lock-version"},
+	    {"lock-version = '11.0'\n", "1:16: unsupported lock-version"},
+	    {"lock-version = '1'\n", "1:16: malformed lock-version \"1\""},
+	    {"lock-version = '1.'\n", "1:16: malformed lock-version"},
+	    {"lock-version = '1.0.0'\n", "1:16: malformed lock-version"},
+	    {"lock-version = 'v1.0'\n", "1:16: malformed lock-version"},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(versions); i++) {
 		char *doc = xasprintf("%spackages = []\n", versions[i][0]);

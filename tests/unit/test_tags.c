@@ -17,9 +17,10 @@
 struct name_case {
 	const char *file;
 	const char *dist, *version, *build; /* dist NULL: invalid */
-	const char *py, *abi, *plat;        /* joined with '.' */
+	const char *py, *abi, *plat;	    /* joined with '.' */
 };
 
+/* clang-format off */
 static const struct name_case name_cases[] = {
 	{ "foo-1.0-py3-none-any.whl", "foo", "1.0", NULL, "py3", "none", "any" },
 	{ "foo_bar-1.0.post1-1-py2.py3-none-any.whl", "foo_bar", "1.0.post1", "1", "py2.py3",
@@ -57,6 +58,7 @@ static const struct name_case name_cases[] = {
 	{ "foo-1.0-1 a-py3-none-any.whl" },
 	{ "foo-1.0-py3-none-\xc3\xa9.whl" },
 };
+/* clang-format on */
 
 static char *join(char **v, size_t n)
 {
@@ -118,15 +120,15 @@ static void test_wheelname(void)
 static void test_normalize(void)
 {
 	static const char *const cases[][2] = {
-		{ "Foo.Bar_baz", "foo-bar-baz" },
-		{ "foo", "foo" },
-		{ "FOO", "foo" },
-		{ "a--_.b", "a-b" },
-		{ "zope.interface", "zope-interface" },
-		{ "typing_extensions", "typing-extensions" },
-		{ "-x-", "-x-" },
-		{ "a_._b.__c", "a-b-c" },
-		{ "", "" },
+	    {"Foo.Bar_baz", "foo-bar-baz"},
+	    {"foo", "foo"},
+	    {"FOO", "foo"},
+	    {"a--_.b", "a-b"},
+	    {"zope.interface", "zope-interface"},
+	    {"typing_extensions", "typing-extensions"},
+	    {"-x-", "-x-"},
+	    {"a_._b.__c", "a-b-c"},
+	    {"", ""},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		char *n = tags_normalize_name(cases[i][0]);
@@ -206,8 +208,8 @@ static void test_priority_fake(void)
 		CHECK_INT(prio(ip, "a-1-cp311-cp311-manylinux_2_17_x86_64.whl"), 0);
 		CHECK_INT(prio(ip, "a-1-cp311-cp311-manylinux2014_x86_64.whl"), 1);
 		/* compressed platform set: the best of both */
-		CHECK_INT(prio(ip, "a-1-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.whl"),
-			  0);
+		CHECK_INT(
+		    prio(ip, "a-1-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.whl"), 0);
 		CHECK_INT(prio(ip, "a-1-cp311-cp311-linux_x86_64.whl"), 2);
 		CHECK_INT(prio(ip, "a-1-cp311-abi3-manylinux_2_17_x86_64.whl"), 3);
 		CHECK_INT(prio(ip, "a-1-cp310-abi3-manylinux_2_17_x86_64.whl"), 6);
@@ -249,8 +251,8 @@ static void test_priority_real(void)
 	const char *mach = interp_marker(ip, "platform_machine");
 	CHECK(mach != NULL);
 	if (!strcmp(mach ? mach : "", "x86_64") && ip->major == 3) {
-		char *native = xasprintf("a-1-%s-%s-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
-					 cp, cp);
+		char *native =
+		    xasprintf("a-1-%s-%s-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", cp, cp);
 		char *old = xasprintf("a-1-%s-%s-manylinux1_x86_64.whl", cp, cp);
 		char *abi3 = xasprintf("a-1-cp37-abi3-manylinux_2_17_x86_64.whl");
 		char *musl = xasprintf("a-1-%s-%s-musllinux_1_1_x86_64.whl", cp, cp);

@@ -149,6 +149,7 @@ struct valid_case {
 	const char *want;
 };
 
+/* clang-format off */
 static const struct valid_case valid_cases[] = {
 	{ "", "{}" },
 	{ "\n\n  \t\n", "{}" },
@@ -260,6 +261,7 @@ static const struct valid_case valid_cases[] = {
 	{ "[[a]]\nb.c = 1\n[[a]]\nb.c = 2", "{a=[{b={c=1}},{b={c=2}}]}" },
 	{ "[[ a ]]\n[[ 'a' ]]", "{a=[{},{}]}" },
 };
+/* clang-format on */
 
 static void test_valid(void)
 {
@@ -281,6 +283,7 @@ struct invalid_case {
 	const char *what; /* substring of the message */
 };
 
+/* clang-format off */
 static const struct invalid_case invalid_cases[] = {
 	{ "a = 1\na = 2", "2:1:", "duplicate key 'a'" },
 	{ "a.b = 1\na.b = 2", "2:3:", "duplicate key 'a.b'" },
@@ -444,6 +447,7 @@ static const struct invalid_case invalid_cases[] = {
 	{ "a = [\n1,\n\"\"\"\nx\ny\"\"\" 2]", "5:6:", "expected ',' or ']'" },
 	{ "a = 1\r\nb = 2\r\nc", "3:2:", "'='" },
 };
+/* clang-format on */
 
 static void test_invalid(void)
 {
@@ -455,7 +459,8 @@ static void test_invalid(void)
 		bool ok = r == -EINVAL && v == (struct toml_value *)0x1 &&
 			  str_startswith(err, c->pos) && strstr(err, c->what);
 		if (!ok)
-			fprintf(stderr, "invalid case %zu: %s\n  got r=%d err=\"%s\", want \"%s ...%s\"\n",
+			fprintf(stderr,
+				"invalid case %zu: %s\n  got r=%d err=\"%s\", want \"%s ...%s\"\n",
 				i, c->doc, r, r < 0 ? err : "", c->pos, c->what);
 		CHECK(ok);
 		if (r == 0)
@@ -468,7 +473,7 @@ static void test_invalid(void)
 	CHECK_INT(toml_parse(nul_doc, sizeof(nul_doc) - 1, &v, err, sizeof(err)), -EINVAL);
 	CHECK(strstr(err, "2:7: control character U+0000") != NULL);
 	/* a document that is not NUL-terminated */
-	char nt[5] = { 'a', '=', '1', '2', '3' };
+	char nt[5] = {'a', '=', '1', '2', '3'};
 	CHECK_INT(toml_parse(nt, 4, &v, err, sizeof(err)), 0);
 	CHECK_INT(toml_get(v, "a")->i, 12);
 	toml_free(v);
@@ -658,53 +663,53 @@ static void test_positions_and_lookups(void)
 static void test_pylock(void)
 {
 	const char *doc =
-		"lock-version = '1.0'\n"
-		"environments = [\"sys_platform == 'win32'\", \"sys_platform == 'linux'\"]\n"
-		"requires-python = '== 3.12.*'\n"
-		"created-by = 'mousebender'\n"
-		"\n"
-		"[[packages]]\n"
-		"name = 'attrs'\n"
-		"version = '25.1.0'\n"
-		"requires-python = '>= 3.8'\n"
-		"\n"
-		"    [[packages.wheels]]\n"
-		"    name = 'attrs-25.1.0-py3-none-any.whl'\n"
-		"    upload-time = 2025-01-25T11:30:10.164985+00:00\n"
-		"    url = 'https://files.pythonhosted.org/packages/fc/30/"
-		"d4986a882011f9df997a55e6becd864812ccfcd821d64aac8570ee39f719/"
-		"attrs-25.1.0-py3-none-any.whl'\n"
-		"    size = 63152\n"
-		"    hashes = {sha256 = "
-		"'c75a69e28a550a7e93789579c22aa26b0f5b83b75dc4e08fe092980051e1090a'}\n"
-		"\n"
-		"[[packages]]\n"
-		"name = 'numpy'\n"
-		"version = '2.2.3'\n"
-		"requires-python = '>= 3.10'\n"
-		"wheels = [\n"
-		"  {name = 'numpy-2.2.3-cp312-cp312-win_amd64.whl', upload-time = "
-		"2025-02-13T16:51:21.821880+00:00, url = 'https://example.invalid/numpy.whl', "
-		"size = 12626357, hashes = {sha256 = "
-		"'83807d445817326b4bcdaaaf8e8e9f1753da04341eceec705c001ff342002e5d'}},\n"
-		"  {name = 'numpy-2.2.3-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl',"
-		" path = 'wheels/numpy.whl', hashes = {sha256 = "
-		"'7dfaf1e5d0ce6d2e75e9c3f4c1b2a8b5c9e5e0c2b1d3e4f5a6b7c8d9e0f1a2b3'}},\n"
-		"]\n"
-		"\n"
-		"[[packages]]\n"
-		"name = 'spam'\n"
-		"marker = \"sys_platform == 'linux'\"\n"
-		"dependencies = [{name = 'attrs'}]\n"
-		"[packages.vcs]\n"
-		"type = 'git'\n"
-		"url = 'https://github.com/example/spam.git'\n"
-		"commit-id = '3b79e8a1e7d3c4a0b0e2d2a1a3c4b5d6e7f8a9b0'\n"
-		"[packages.tool.mytool]\n"
-		"x = 1\n"
-		"\n"
-		"[tool.mousebender]\n"
-		"command = ['.', 'lock', '--platform', 'cpython3.12-windows-x64']\n";
+	    "lock-version = '1.0'\n"
+	    "environments = [\"sys_platform == 'win32'\", \"sys_platform == 'linux'\"]\n"
+	    "requires-python = '== 3.12.*'\n"
+	    "created-by = 'mousebender'\n"
+	    "\n"
+	    "[[packages]]\n"
+	    "name = 'attrs'\n"
+	    "version = '25.1.0'\n"
+	    "requires-python = '>= 3.8'\n"
+	    "\n"
+	    "    [[packages.wheels]]\n"
+	    "    name = 'attrs-25.1.0-py3-none-any.whl'\n"
+	    "    upload-time = 2025-01-25T11:30:10.164985+00:00\n"
+	    "    url = 'https://files.pythonhosted.org/packages/fc/30/"
+	    "d4986a882011f9df997a55e6becd864812ccfcd821d64aac8570ee39f719/"
+	    "attrs-25.1.0-py3-none-any.whl'\n"
+	    "    size = 63152\n"
+	    "    hashes = {sha256 = "
+	    "'c75a69e28a550a7e93789579c22aa26b0f5b83b75dc4e08fe092980051e1090a'}\n"
+	    "\n"
+	    "[[packages]]\n"
+	    "name = 'numpy'\n"
+	    "version = '2.2.3'\n"
+	    "requires-python = '>= 3.10'\n"
+	    "wheels = [\n"
+	    "  {name = 'numpy-2.2.3-cp312-cp312-win_amd64.whl', upload-time = "
+	    "2025-02-13T16:51:21.821880+00:00, url = 'https://example.invalid/numpy.whl', "
+	    "size = 12626357, hashes = {sha256 = "
+	    "'83807d445817326b4bcdaaaf8e8e9f1753da04341eceec705c001ff342002e5d'}},\n"
+	    "  {name = 'numpy-2.2.3-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl',"
+	    " path = 'wheels/numpy.whl', hashes = {sha256 = "
+	    "'7dfaf1e5d0ce6d2e75e9c3f4c1b2a8b5c9e5e0c2b1d3e4f5a6b7c8d9e0f1a2b3'}},\n"
+	    "]\n"
+	    "\n"
+	    "[[packages]]\n"
+	    "name = 'spam'\n"
+	    "marker = \"sys_platform == 'linux'\"\n"
+	    "dependencies = [{name = 'attrs'}]\n"
+	    "[packages.vcs]\n"
+	    "type = 'git'\n"
+	    "url = 'https://github.com/example/spam.git'\n"
+	    "commit-id = '3b79e8a1e7d3c4a0b0e2d2a1a3c4b5d6e7f8a9b0'\n"
+	    "[packages.tool.mytool]\n"
+	    "x = 1\n"
+	    "\n"
+	    "[tool.mousebender]\n"
+	    "command = ['.', 'lock', '--platform', 'cpython3.12-windows-x64']\n";
 	struct toml_value *v;
 	char err[256];
 	CHECK_INT(parse_str(doc, &v, err, sizeof(err)), 0);
@@ -739,6 +744,7 @@ static void test_pylock(void)
 
 /* ---- differential test against tomllib ---- */
 
+/* clang-format off */
 static const char oracle_py[] =
 	"import sys, random, struct, math, datetime\n"
 	"import tomllib\n"
@@ -867,10 +873,11 @@ static const char oracle_py[] =
 	"        exp = 'SKIP'\n"
 	"    e = exp.encode()\n"
 	"    out.write(b'CASE %d\\n' % len(doc) + doc + b'\\nEXPECT %d\\n' % len(e) + e + b'\\n')\n";
+/* clang-format on */
 
 static const char *oracle_python(void)
 {
-	static const char *const cands[] = { "/usr/bin/python3.11", "/usr/bin/python3" };
+	static const char *const cands[] = {"/usr/bin/python3.11", "/usr/bin/python3"};
 	for (size_t i = 0; i < ARRAY_SIZE(cands); i++) {
 		if (access(cands[i], X_OK) == 0) {
 			char *cmd = xasprintf("%s -c 'import tomllib' 2>/dev/null", cands[i]);
@@ -917,8 +924,8 @@ static void test_oracle(void)
 		return;
 	CHECK_INT(write_full(fd, oracle_py, sizeof(oracle_py) - 1), 0);
 	close(fd);
-	char *cmd = xasprintf("%s -I %s %s %s", py, path, seed ? seed : "1751",
-			      count ? count : "4000");
+	char *cmd =
+	    xasprintf("%s -I %s %s %s", py, path, seed ? seed : "1751", count ? count : "4000");
 	FILE *f = popen(cmd, "r");
 	free(cmd);
 	CHECK(f != NULL);
