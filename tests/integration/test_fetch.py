@@ -6,6 +6,7 @@ import errno
 import hashlib
 import os
 import re
+import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -130,3 +131,17 @@ def test_body_not_matching_record_gives_eio(mount, nginx, wheelhouse, tmp_path):
         assert what in log, f"the daemon log does not name {what!r}:\n{log}"
     for what, d in (("expected", expected), ("actual", actual)):
         assert d.hex() in log or b64(d) in log, f"the log lacks the {what} hash:\n{log}"
+
+
+def test_catalog_agrees_with_libzip(mount, nginx_lock, wheelhouse):
+    """The catalog built from range requests equals libzip's reading of each whole wheel."""
+    zipcheck = os.environ.get("SITEFS_ZIPCHECK",
+                              os.path.join(os.path.dirname(os.environ.get("SITEFS_BIN", "")),
+                                           "..", "tests", "zipcheck"))
+    if not os.path.exists(zipcheck):
+        pytest.fail(f"zipcheck not built at {zipcheck}: build with meson")
+    m = mount(nginx_lock)
+    wheels = [str(w) for w in wheelhouse.lock_wheels]
+    r = subprocess.run([zipcheck, str(m.cache), *wheels], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"{len(wheels)} wheels, 0 differ" in r.stdout
