@@ -20,6 +20,7 @@
  * whitespace (including \x1c-\x1f, which Python's isspace() accepts) count,
  * so a few exotic inputs that packaging accepts are rejected. */
 #include "resolver/pep440.h"
+#include "resolver/pychars.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -57,53 +58,6 @@ struct pep440_version {
 };
 
 /* ---- character classes (ASCII versions of Python's) ---- */
-
-static bool py_space(unsigned char c)
-{
-	return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f);
-}
-
-static bool is_digit(unsigned char c)
-{
-	return c >= '0' && c <= '9';
-}
-
-static bool is_alnum(unsigned char c)
-{
-	return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-
-static bool is_sep(unsigned char c)
-{
-	return c == '-' || c == '_' || c == '.';
-}
-
-static unsigned char to_lower(unsigned char c)
-{
-	return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
-}
-
-static size_t count_digits(const char *s, size_t n, size_t p)
-{
-	size_t q = p;
-
-	while (q < n && is_digit(s[q]))
-		q++;
-	return q - p;
-}
-
-/* Case-insensitive "does word occur at s[p]" (word is lowercase). */
-static bool match_ci(const char *s, size_t n, size_t p, const char *word)
-{
-	size_t l = strlen(word);
-
-	if (l > n - p)
-		return false;
-	for (size_t i = 0; i < l; i++)
-		if (to_lower(s[p + i]) != (unsigned char)word[i])
-			return false;
-	return true;
-}
 
 /* ---- version matching: VERSION_PATTERN, anchored, re.I ---- */
 

@@ -27,6 +27,7 @@
  * string operators instead of raising.  Also missing: "\N{name}" escapes
  * (rejected) and NFKC checks of non-ASCII URL hosts (accepted). */
 #include "resolver/pep508.h"
+#include "resolver/pychars.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -70,65 +71,14 @@ struct pep508_marker {
 
 /* ---- character classes ---- */
 
-static bool py_space(unsigned char c)
-{
-	return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f);
-}
-
-static bool is_digit(unsigned char c)
-{
-	return c >= '0' && c <= '9';
-}
-
-static bool is_alpha(unsigned char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-
-static bool is_alnum(unsigned char c)
-{
-	return is_digit(c) || is_alpha(c);
-}
-
 static bool is_word(unsigned char c)
 {
 	return is_alnum(c) || c == '_' || c >= 0x80;
 }
 
-static bool is_sep(unsigned char c)
-{
-	return c == '-' || c == '_' || c == '.';
-}
-
 static bool is_hex(unsigned char c)
 {
 	return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-
-static unsigned char to_lower(unsigned char c)
-{
-	return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
-}
-
-static size_t count_digits(const char *s, size_t n, size_t p)
-{
-	size_t q = p;
-
-	while (q < n && is_digit(s[q]))
-		q++;
-	return q - p;
-}
-
-static bool match_ci(const char *s, size_t n, size_t p, const char *word)
-{
-	size_t l = strlen(word);
-
-	if (p > n || l > n - p)
-		return false;
-	for (size_t i = 0; i < l; i++)
-		if (to_lower(s[p + i]) != (unsigned char)word[i])
-			return false;
-	return true;
 }
 
 /* ---- the tokenizer (packaging/_tokenizer.py DEFAULT_RULES) ---- */
