@@ -168,6 +168,15 @@ static void wave_wait(struct fs_ctx *ctx, struct http_req **reqs, int *rs, size_
 			rs[i] = http_wait(reqs[i]);
 }
 
+/* "wheel NAME (URL): what went wrong", credentials redacted. */
+static void fetch_error(const struct wheel_src *w, const struct http_req *req, char *err,
+			size_t errlen)
+{
+	char url[512];
+	http_redact_url(w->spec->url, url, sizeof(url));
+	snprintf(err, errlen, "wheel \"%s\" (%s): %s", w->spec->filename, url, req->err);
+}
+
 static bool is_remote(const struct fs_wheel *s)
 {
 	return http_is_remote(s->url);
@@ -352,7 +361,7 @@ int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen)
 			m->tmpfd = -1;
 		}
 		if (rs[k] < 0) {
-			snprintf(err, errlen, "wheel \"%s\": %s", m->w->spec->filename, m->req.err);
+			fetch_error(m->w, &m->req, err, errlen);
 			r = rs[k];
 			break;
 		}
@@ -387,8 +396,7 @@ int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen)
 			for (j = 0; j < nextra && reqs[j] != &m->req; j++)
 				;
 			if (rs[j] < 0) {
-				snprintf(err, errlen, "wheel \"%s\": %s", m->w->spec->filename,
-					 m->req.err);
+				fetch_error(m->w, &m->req, err, errlen);
 				r = rs[j];
 				break;
 			}
