@@ -103,8 +103,11 @@ static int body_fill(void *ud, int fd)
 		r = -EBADMSG;
 	}
 	uint8_t got[32];
-	if (r == 0)
-		r = inflater_finish(f->inf, got, err, sizeof(err));
+	if (r == 0 || r == -EBADMSG) {
+		/* the inflater knows why it stopped (corrupt stream, CRC, size) */
+		int q = inflater_finish(f->inf, got, err, sizeof(err));
+		r = r ? r : q;
+	}
 	if (r == 0 && f->nd->has_sha && memcmp(got, f->nd->sha256, 32) != 0) {
 		char want_hex[65], got_hex[65];
 		hex_encode(f->nd->sha256, 32, want_hex);
@@ -113,7 +116,7 @@ static int body_fill(void *ud, int fd)
 			e->name, want_hex, got_hex);
 		r = -EIO;
 	} else if (r < 0) {
-		log_err("wheel \"%s\": entry \"%s\": %s", whl, e->name,
+		log_err("wheel \"%s\": entry \"%s\": not served: %s", whl, e->name,
 			err[0] ? err : strerror(-r));
 		r = -EIO;
 	}

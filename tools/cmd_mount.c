@@ -24,6 +24,7 @@
 static const char *arg_python = "python3";
 static const char *arg_cache_dir;
 static const char *arg_fuse_opts;
+static const char *arg_log_file;
 static bool arg_foreground, arg_debug, arg_verbose;
 
 static void help(FILE *f)
@@ -39,6 +40,8 @@ static void help(FILE *f)
 		"                   or ~/.cache/sitefs)\n"
 		"  -f, --foreground stay in the foreground and log to stderr\n"
 		"  -o OPT[,OPT...]  extra FUSE mount options\n"
+		"  --log-file FILE  also append the daemon's log lines to FILE (it logs to\n"
+		"                   syslog once in the background)\n"
 		"  -d, --debug      FUSE debug output (implies -f)\n"
 		"  -v, --verbose    print what was done and how long it took\n"
 		"  -h, --help       this text\n");
@@ -49,6 +52,7 @@ static int parse_args(int argc, char **argv)
 	static const struct option opts[] = {
 		{"python", required_argument, NULL, 'P'},
 		{"cache-dir", required_argument, NULL, 'C'},
+		{"log-file", required_argument, NULL, 'L'},
 		{"foreground", no_argument, NULL, 'f'},
 		{"debug", no_argument, NULL, 'd'},
 		{"verbose", no_argument, NULL, 'v'},
@@ -64,6 +68,9 @@ static int parse_args(int argc, char **argv)
 			break;
 		case 'C':
 			arg_cache_dir = optarg;
+			break;
+		case 'L':
+			arg_log_file = optarg;
 			break;
 		case 'f':
 			arg_foreground = true;
@@ -141,6 +148,15 @@ int cmd_mount(int argc, char **argv)
 	if (!S_ISDIR(st.st_mode)) {
 		fprintf(stderr, "sitefs mount: mount point \"%s\" is not a directory\n", mnt_arg);
 		goto out;
+	}
+	if (arg_log_file) {
+		int lfd = open(arg_log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+		if (lfd < 0) {
+			fprintf(stderr, "sitefs mount: log file \"%s\": %s\n", arg_log_file,
+				strerror(errno));
+			goto out;
+		}
+		log_set_fd(lfd); /* kept open for the life of the process */
 	}
 	r = mkdir_p(cache_dir, 0755);
 	if (r < 0) {

@@ -1,10 +1,14 @@
 """A misbehaving server (faultserver.py): right bytes or EIO, never wrong bytes."""
 
 import errno
+import os
+import signal
+import subprocess
 
 import pytest
 
 import wheelgen
+from conftest import clean_env, daemon_pids, lazy_umount, run_sitefs, short_dir
 
 pytestmark = pytest.mark.fuse
 
@@ -80,3 +84,34 @@ def test_wrong_content_range_is_not_served(mount, faultserver, fault_lock, wheel
         assert e.errno == errno.EIO
     else:
         assert data == wheelhouse.content("purepkg", entry)
+
+
+def test_background_daemon_logs_to_log_file(sitefs_bin, faultserver, fault_lock, wheelhouse,
+                                             tmp_path):
+    """A daemonized mount still reports a bad body: EIO, and a line in --log-file."""
+    whl = wheelhouse["bigpkg"]
+    start, end = wheelgen.data_span(whl, "bigpkg/big.bin")
+    mnt = short_dir() / "venv"
+    mnt.mkdir()
+    logfile = tmp_path / "daemon.log"
+    try:
+        r = subprocess.run([sitefs_bin, "mount", "--python", "/usr/bin/python3", "--cache-dir",
+                            str(tmp_path / "cache"), "--log-file", str(logfile),
+                            str(fault_lock), str(mnt)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
+                           env=clean_env())
+        assert r.returncode == 0, r.stderr
+        faultserver.fault(f"corrupt:{whl.name}:{(start + end) // 2}:16")
+        site = next(mnt.glob("lib/python3*/site-packages"))
+        with pytest.raises(OSError) as e:
+            (site / "bigpkg/big.bin").read_bytes()
+        assert e.value.errno == errno.EIO
+        log = logfile.read_text()
+        assert whl.name in log and "bigpkg/big.bin" in log, log
+        assert "not served" in log, log
+    finally:
+        faultserver.fault("none")
+        run_sitefs("umount", mnt)
+        lazy_umount(mnt)
+        for pid in daemon_pids(mnt):
+            os.kill(pid, signal.SIGKILL)
