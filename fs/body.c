@@ -7,6 +7,7 @@
  * missing compressed bytes are asked for in a second request that continues
  * the same stream.  Bodies that fail verification are never published. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -27,6 +28,7 @@ struct fill {
 	uint64_t data_off;   /* 0 until known */
 	uint64_t fed;        /* compressed bytes given to the inflater */
 	uint64_t pos;        /* file offset of the next byte the sink will see */
+	bool inflate_failed; /* the inflater, not the transfer, stopped the fill */
 };
 
 static int out_write(void *ud, const uint8_t *data, size_t len)
@@ -42,7 +44,9 @@ static int feed(struct fill *f, const uint8_t *p, size_t len)
 	if (!len)
 		return 0;
 	f->fed += len;
-	return inflater_feed(f->inf, p, len);
+	int r = inflater_feed(f->inf, p, len);
+	f->inflate_failed = r < 0;
+	return r;
 }
 
 static int sink(void *ud, const uint8_t *data, size_t len)
@@ -103,7 +107,7 @@ static int body_fill(void *ud, int fd)
 		r = -EBADMSG;
 	}
 	uint8_t got[32];
-	if (r == 0 || r == -EBADMSG) {
+	if (r == 0 || f->inflate_failed) {
 		/* the inflater knows why it stopped (corrupt stream, CRC, size) */
 		int q = inflater_finish(f->inf, got, err, sizeof(err));
 		r = r ? r : q;
