@@ -222,8 +222,9 @@ def _toml_str(s):
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def pylock_text(wheels, base_url, extra="", created_by="sitefs-tests"):
-    """PEP 751 text for wheels (paths; several wheels of one package are grouped)."""
+def pylock_text(wheels, base_url, extra="", created_by="sitefs-tests", requested=()):
+    """PEP 751 text for wheels (paths; several wheels of one package are grouped).
+    requested: normalized names marked top-level ([packages.tool.sitefs] requested)."""
     base_url = base_url.rstrip("/")
     packages = {}
     for w in wheels:
@@ -239,14 +240,16 @@ def pylock_text(wheels, base_url, extra="", created_by="sitefs-tests"):
             out.append(f"  {{name = {_toml_str(w.name)}, url = {_toml_str(base_url + '/' + w.name)}, "
                        f"size = {w.stat().st_size}, hashes = {{sha256 = {_toml_str(sha256_file(w))}}}}},")
         out += ["]", ""]
+        if name in requested:
+            out += ["[packages.tool.sitefs]", "requested = true", ""]
     return "\n".join(out) + extra
 
 
-def write_pylock(path, wheels, base_url, extra="", created_by="sitefs-tests"):
+def write_pylock(path, wheels, base_url, extra="", created_by="sitefs-tests", requested=()):
     """Write a pylock.toml for wheels served at base_url/<filename>; returns path.
     extra: raw TOML appended verbatim (for hand-written edge-case packages)."""
     path = Path(path)
-    path.write_text(pylock_text(wheels, base_url, extra, created_by))
+    path.write_text(pylock_text(wheels, base_url, extra, created_by, requested))
     return path
 
 
