@@ -52,21 +52,21 @@
 struct mat {
 	struct fs_ctx *ctx;
 	const struct fs_materialize_opts *o;
-	int destfd;    /* -1 when only filling the cache */
+	int destfd; /* -1 when only filling the cache */
 	mode_t umask;
-	uint32_t *nodes;  /* BODY node indices grouped by wheel */
-	size_t *first;    /* wheel w's nodes: nodes[first[w] .. first[w+1]) */
-	size_t *missing;  /* per wheel: bodies not in the cache */
-	uint32_t *order;  /* wheels in work order */
+	uint32_t *nodes; /* BODY node indices grouped by wheel */
+	size_t *first;	 /* wheel w's nodes: nodes[first[w] .. first[w+1]) */
+	size_t *missing; /* per wheel: bodies not in the cache */
+	uint32_t *order; /* wheels in work order */
 	size_t norder;
-	size_t next;      /* next index in order (atomic) */
-	int mode;         /* current enum fs_link_mode (atomic; AUTO downgrades) */
-	int failed;       /* atomic */
+	size_t next; /* next index in order (atomic) */
+	int mode;    /* current enum fs_link_mode (atomic; AUTO downgrades) */
+	int failed;  /* atomic */
 	pthread_mutex_t lock;
-	int err;          /* first error; protected by lock */
-	char *errmsg;     /* protected by lock */
-	uint64_t done;    /* body bytes done (atomic) */
-	uint64_t last_report; /* protected by lock */
+	int err;			/* first error; protected by lock */
+	char *errmsg;			/* protected by lock */
+	uint64_t done;			/* body bytes done (atomic) */
+	uint64_t last_report;		/* protected by lock */
 	struct fs_materialize_stats st; /* counters updated atomically */
 };
 
@@ -129,8 +129,8 @@ static int copy_fd(int src, int dst, uint64_t size)
 		ssize_t n = copy_file_range(src, NULL, dst, NULL, MIN(left, 1u << 30), 0);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL ||
-			      errno == EOPNOTSUPP))
+		if (n < 0 &&
+		    (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP))
 			fallback = true;
 		else if (n < 0)
 			return -errno;
@@ -266,8 +266,8 @@ static int place(struct mat *m, uint32_t i, int src, const char *path)
 			if (r == -EMLINK)
 				goto copy; /* this inode is full; the next one may not be */
 			if (explicit || (r != -EXDEV && r != -EPERM && r != -EOPNOTSUPP))
-				return mfail(m, r, "\"%s\": cannot hardlink from the cache: %s", path,
-					     strerror(-r));
+				return mfail(m, r, "\"%s\": cannot hardlink from the cache: %s",
+					     path, strerror(-r));
 			downgrade(m, FS_LINK_HARDLINK, FS_LINK_COPY, strerror(-r));
 			continue;
 		}

@@ -43,48 +43,49 @@ static void on_signal(int sig)
 static void help(FILE *f, const char *cmd)
 {
 	if (!strcmp(cmd, "prefetch")) {
-		fprintf(f, "Usage: sitefs prefetch [-j N] [-q] MOUNTPOINT\n\n"
-			   "Fetch every file body of the sitefs mount at MOUNTPOINT into its cache\n"
-			   "(one request per wheel), so the mount keeps working offline.\n"
-			   "Same as 'sitefs materialize --in-place MOUNTPOINT'.\n");
+		fprintf(f,
+			"Usage: sitefs prefetch [-j N] [-q] MOUNTPOINT\n\n"
+			"Fetch every file body of the sitefs mount at MOUNTPOINT into its cache\n"
+			"(one request per wheel), so the mount keeps working offline.\n"
+			"Same as 'sitefs materialize --in-place MOUNTPOINT'.\n");
 		return;
 	}
-	fprintf(f,
-		"Usage: sitefs materialize [OPTIONS] SOURCE DEST\n"
-		"       sitefs materialize --in-place MOUNTPOINT\n\n"
-		"Write the venv of SOURCE (a pylock.toml, or a running sitefs mount) as an\n"
-		"ordinary, relocated venv at DEST.  Missing bodies are fetched whole-wheel,\n"
-		"one request per wheel, in parallel; files come from the cache by reflink,\n"
-		"hardlink or copy.  DEST appears only when complete.\n\n"
-		"Options:\n"
-		"  --python PY        interpreter of the venv (default: the mount's, else python3)\n"
-		"  --cache-dir DIR    cache (default: the mount's, else $SITEFS_CACHE_DIR,\n"
-		"                     $XDG_CACHE_HOME/sitefs or ~/.cache/sitefs)\n"
-		"  --link-mode MODE   clone, hardlink or copy (default: the first that works,\n"
-		"                     in that order; hardlinks share a per-mode copy in the cache)\n"
-		"  --compile          write bytecode as pip does (compileall, RECORD rows)\n"
-		"  --force            replace a non-empty DEST\n"
-		"  --in-place         SOURCE is a mount: fill the cache only (see 'prefetch')\n"
-		"  -j, --jobs N       worker threads (default 8)\n"
-		"  -q, --quiet        no summary line\n"
-		"  -v, --verbose      timings\n"
-		"  -h, --help         this text\n");
+	fprintf(
+	    f, "Usage: sitefs materialize [OPTIONS] SOURCE DEST\n"
+	       "       sitefs materialize --in-place MOUNTPOINT\n\n"
+	       "Write the venv of SOURCE (a pylock.toml, or a running sitefs mount) as an\n"
+	       "ordinary, relocated venv at DEST.  Missing bodies are fetched whole-wheel,\n"
+	       "one request per wheel, in parallel; files come from the cache by reflink,\n"
+	       "hardlink or copy.  DEST appears only when complete.\n\n"
+	       "Options:\n"
+	       "  --python PY        interpreter of the venv (default: the mount's, else python3)\n"
+	       "  --cache-dir DIR    cache (default: the mount's, else $SITEFS_CACHE_DIR,\n"
+	       "                     $XDG_CACHE_HOME/sitefs or ~/.cache/sitefs)\n"
+	       "  --link-mode MODE   clone, hardlink or copy (default: the first that works,\n"
+	       "                     in that order; hardlinks share a per-mode copy in the cache)\n"
+	       "  --compile          write bytecode as pip does (compileall, RECORD rows)\n"
+	       "  --force            replace a non-empty DEST\n"
+	       "  --in-place         SOURCE is a mount: fill the cache only (see 'prefetch')\n"
+	       "  -j, --jobs N       worker threads (default 8)\n"
+	       "  -q, --quiet        no summary line\n"
+	       "  -v, --verbose      timings\n"
+	       "  -h, --help         this text\n");
 }
 
 static int parse_args(int argc, char **argv, bool prefetch)
 {
 	static const struct option opts[] = {
-		{"python", required_argument, NULL, 'P'},
-		{"cache-dir", required_argument, NULL, 'C'},
-		{"link-mode", required_argument, NULL, 'L'},
-		{"compile", no_argument, NULL, 'c'},
-		{"force", no_argument, NULL, 'F'},
-		{"in-place", no_argument, NULL, 'I'},
-		{"jobs", required_argument, NULL, 'j'},
-		{"quiet", no_argument, NULL, 'q'},
-		{"verbose", no_argument, NULL, 'v'},
-		{"help", no_argument, NULL, 'h'},
-		{},
+	    {"python", required_argument, NULL, 'P'},
+	    {"cache-dir", required_argument, NULL, 'C'},
+	    {"link-mode", required_argument, NULL, 'L'},
+	    {"compile", no_argument, NULL, 'c'},
+	    {"force", no_argument, NULL, 'F'},
+	    {"in-place", no_argument, NULL, 'I'},
+	    {"jobs", required_argument, NULL, 'j'},
+	    {"quiet", no_argument, NULL, 'q'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {},
 	};
 	const char *cmd = prefetch ? "prefetch" : "materialize";
 	int c;
@@ -108,8 +109,10 @@ static int parse_args(int argc, char **argv, bool prefetch)
 			else if (!strcmp(optarg, "auto"))
 				arg_link_mode = FS_LINK_AUTO;
 			else {
-				fprintf(stderr, "sitefs %s: --link-mode: expected clone, hardlink "
-						"or copy, not \"%s\"\n", cmd, optarg);
+				fprintf(stderr,
+					"sitefs %s: --link-mode: expected clone, hardlink "
+					"or copy, not \"%s\"\n",
+					cmd, optarg);
 				return -EINVAL;
 			}
 			break;
@@ -233,33 +236,33 @@ static int commit(const char *tmp, const char *final)
  * with the final path as co_filename, and the pyc rows pip adds to RECORD
  * (no hash, sorted like pip's _normalized_outrows). */
 static const char compile_script[] =
-	"import compileall, csv, importlib.util, io, os, sys, warnings\n"
-	"tmp, final, site = sys.argv[1:4]\n"
-	"lib = os.path.join(tmp, site)\n"
-	"for d in sorted(os.listdir(lib)):\n"
-	"    rec = os.path.join(lib, d, 'RECORD')\n"
-	"    if not d.endswith('.dist-info') or not os.path.isfile(rec):\n"
-	"        continue\n"
-	"    with open(rec, newline='', encoding='utf-8') as f:\n"
-	"        rows = [tuple(r) + ('',) * (3 - len(r)) for r in csv.reader(f) if r]\n"
-	"    known = {r[0] for r in rows}\n"
-	"    added = []\n"
-	"    with warnings.catch_warnings():\n"
-	"        warnings.filterwarnings('ignore')\n"
-	"        for p in sorted({r[0] for r in rows}):\n"
-	"            full = os.path.normpath(os.path.join(lib, p))\n"
-	"            if not full.endswith('.py') or not os.path.isfile(full):\n"
-	"                continue\n"
-	"            ddir = os.path.dirname(final + full[len(tmp):])\n"
-	"            if compileall.compile_file(full, ddir=ddir, force=True, quiet=2):\n"
-	"                rp = os.path.relpath(importlib.util.cache_from_source(full), lib)\n"
-	"                rp = rp.replace(os.path.sep, '/')\n"
-	"                if rp not in known:\n"
-	"                    added.append((rp, '', ''))\n"
-	"    if added:\n"
-	"        rows = sorted((p, h, str(s)) for p, h, s in rows[:] + added)\n"
-	"        with open(rec, 'w', newline='', encoding='utf-8') as f:\n"
-	"            csv.writer(f).writerows(rows)\n";
+    "import compileall, csv, importlib.util, io, os, sys, warnings\n"
+    "tmp, final, site = sys.argv[1:4]\n"
+    "lib = os.path.join(tmp, site)\n"
+    "for d in sorted(os.listdir(lib)):\n"
+    "    rec = os.path.join(lib, d, 'RECORD')\n"
+    "    if not d.endswith('.dist-info') or not os.path.isfile(rec):\n"
+    "        continue\n"
+    "    with open(rec, newline='', encoding='utf-8') as f:\n"
+    "        rows = [tuple(r) + ('',) * (3 - len(r)) for r in csv.reader(f) if r]\n"
+    "    known = {r[0] for r in rows}\n"
+    "    added = []\n"
+    "    with warnings.catch_warnings():\n"
+    "        warnings.filterwarnings('ignore')\n"
+    "        for p in sorted({r[0] for r in rows}):\n"
+    "            full = os.path.normpath(os.path.join(lib, p))\n"
+    "            if not full.endswith('.py') or not os.path.isfile(full):\n"
+    "                continue\n"
+    "            ddir = os.path.dirname(final + full[len(tmp):])\n"
+    "            if compileall.compile_file(full, ddir=ddir, force=True, quiet=2):\n"
+    "                rp = os.path.relpath(importlib.util.cache_from_source(full), lib)\n"
+    "                rp = rp.replace(os.path.sep, '/')\n"
+    "                if rp not in known:\n"
+    "                    added.append((rp, '', ''))\n"
+    "    if added:\n"
+    "        rows = sorted((p, h, str(s)) for p, h, s in rows[:] + added)\n"
+    "        with open(rec, 'w', newline='', encoding='utf-8') as f:\n"
+    "            csv.writer(f).writerows(rows)\n";
 
 static int compile_tree(const char *tmp, const char *final, const struct interp *ip)
 {
@@ -309,10 +312,11 @@ static int run(int argc, char **argv, bool prefetch)
 		r = mountstate_find(source, &ms);
 		if (r < 0) {
 			fprintf(stderr, "sitefs %s: \"%s\" is %s\n", cmd, source,
-				r == -ENOENT   ? "a directory, not a sitefs mount or a lock file"
-				: r == -ENODATA ? "a sitefs mount without state (mounted by an older "
-						  "sitefs?)"
-						: strerror(-r));
+				r == -ENOENT ? "a directory, not a sitefs mount or a lock file"
+				: r == -ENODATA
+				    ? "a sitefs mount without state (mounted by an older "
+				      "sitefs?)"
+				    : strerror(-r));
 			goto out;
 		}
 		lock_path = ms->lock;
@@ -349,9 +353,10 @@ static int run(int argc, char **argv, bool prefetch)
 			}
 			r = dir_empty(final);
 			if (r == 0 && !arg_force) {
-				fprintf(stderr,
-					"sitefs %s: \"%s\" is not empty (use --force to replace it)\n",
-					cmd, dest);
+				fprintf(
+				    stderr,
+				    "sitefs %s: \"%s\" is not empty (use --force to replace it)\n",
+				    cmd, dest);
 				goto out;
 			} else if (r < 0) {
 				fprintf(stderr, "sitefs %s: \"%s\": %s\n", cmd, dest, strerror(-r));
@@ -403,13 +408,16 @@ static int run(int argc, char **argv, bool prefetch)
 	}
 
 	struct fs_config cfg = {
-		.cache_dir = cache_dir,
-		.venv_root = final,
-		.installer = "sitefs",
-		.py = {.executable = ip->executable, .version = ip->version, .major = ip->major,
-		       .minor = ip->minor, .stdlib = ip->stdlib},
-		.wheels = wheels,
-		.nwheels = nwheels,
+	    .cache_dir = cache_dir,
+	    .venv_root = final,
+	    .installer = "sitefs",
+	    .py = {.executable = ip->executable,
+		   .version = ip->version,
+		   .major = ip->major,
+		   .minor = ip->minor,
+		   .stdlib = ip->stdlib},
+	    .wheels = wheels,
+	    .nwheels = nwheels,
 	};
 	r = fs_prepare(&cfg, &ctx, err, sizeof(err));
 	if (r < 0) {
@@ -419,11 +427,11 @@ static int run(int argc, char **argv, bool prefetch)
 	uint64_t t_prep = now_ns();
 	bool tty = isatty(STDERR_FILENO) && !arg_quiet;
 	struct fs_materialize_opts mo = {
-		.dest = tmp,
-		.link_mode = arg_link_mode,
-		.threads = arg_threads,
-		.progress = tty ? progress : NULL,
-		.cancel = &cancelled,
+	    .dest = tmp,
+	    .link_mode = arg_link_mode,
+	    .threads = arg_threads,
+	    .progress = tty ? progress : NULL,
+	    .cancel = &cancelled,
 	};
 	struct fs_materialize_stats ms_st;
 	r = fs_materialize(ctx, &mo, &ms_st, err, sizeof(err));
@@ -449,8 +457,8 @@ static int run(int argc, char **argv, bool prefetch)
 	if (dest) {
 		r = commit(tmp, final);
 		if (r < 0) {
-			fprintf(stderr, "sitefs %s: cannot move the venv to \"%s\": %s\n", cmd, dest,
-				strerror(-r));
+			fprintf(stderr, "sitefs %s: cannot move the venv to \"%s\": %s\n", cmd,
+				dest, strerror(-r));
 			goto out;
 		}
 		free(tmp);
@@ -495,12 +503,6 @@ out:
 	return ret;
 }
 
-int cmd_materialize(int argc, char **argv)
-{
-	return run(argc, argv, false);
-}
+int cmd_materialize(int argc, char **argv) { return run(argc, argv, false); }
 
-int cmd_prefetch(int argc, char **argv)
-{
-	return run(argc, argv, true);
-}
+int cmd_prefetch(int argc, char **argv) { return run(argc, argv, true); }
