@@ -142,15 +142,25 @@ int fs_body_open(struct fs_ctx *ctx, uint32_t i)
 		.nd = nd,
 	};
 	uint8_t key[32];
+	bool verified;
+	body_key(ctx, i, key, &verified);
+	return cache_get(ctx->cache, key, verified, nd->size, body_fill, &f);
+}
+
+void body_key(const struct fs_ctx *ctx, uint32_t i, uint8_t key[32], bool *ret_verified)
+{
+	const struct tree_node *nd = &ctx->tree->nodes[i];
+	const struct wheel_src *w = &ctx->wheels[nd->body.wheel];
+	*ret_verified = nd->has_sha;
 	if (nd->has_sha) {
 		memcpy(key, nd->sha256, 32);
-	} else {
-		/* No RECORD hash: key by (wheel, entry); CRC-32 still verifies it. */
-		struct sha256_ctx h;
-		sha256_init(&h);
-		sha256_update(&h, w->spec->sha256, 32);
-		sha256_update(&h, f.e->name, strlen(f.e->name));
-		sha256_final(&h, key);
+		return;
 	}
-	return cache_get(ctx->cache, key, nd->has_sha, nd->size, body_fill, &f);
+	/* No RECORD hash: key by (wheel, entry); CRC-32 still verifies it. */
+	const char *name = w->meta.cd->entries[nd->body.entry].name;
+	struct sha256_ctx h;
+	sha256_init(&h);
+	sha256_update(&h, w->spec->sha256, 32);
+	sha256_update(&h, name, strlen(name));
+	sha256_final(&h, key);
 }

@@ -59,4 +59,48 @@ int fs_body_open(struct fs_ctx *ctx, uint32_t i);
 int fs_serve(struct fs_ctx *ctx, const char *mountpoint, const char *fuse_opts, bool debug,
 	     int ready_fd);
 
+/* --- materialize.c: writing the tree out as an ordinary directory. */
+enum fs_link_mode {
+	FS_LINK_AUTO,     /* clone, else hardlink, else copy (per file, sticky downgrade) */
+	FS_LINK_CLONE,    /* reflink (FICLONE); fails where unsupported */
+	FS_LINK_HARDLINK, /* link to a per-mode copy under <cache>/links/ */
+	FS_LINK_COPY,
+};
+/* "auto", "clone", "hardlink", "copy". */
+const char *fs_link_mode_name(enum fs_link_mode m);
+
+/* Called from worker threads, one at a time, at most every ~50 ms and once at the end. */
+typedef void (*fs_progress_fn)(void *ud, uint64_t done_bytes, uint64_t total_bytes);
+
+struct fs_materialize_opts {
+	const char *dest;          /* existing empty directory to fill; NULL = only fill the cache */
+	enum fs_link_mode link_mode;
+	unsigned threads;          /* workers; 0 = 8 */
+	fs_progress_fn progress;   /* or NULL */
+	void *progress_ud;
+	const volatile int *cancel; /* or NULL; non-zero stops the run with -ECANCELED */
+};
+
+struct fs_materialize_stats {
+	size_t files, dirs, links;  /* created in dest */
+	size_t cloned, hardlinked, copied; /* how the body files were written */
+	size_t wheels_fetched;      /* whole-wheel downloads (one request each) */
+	uint64_t fetched_bytes;     /* their size */
+	size_t bodies_filled;       /* bodies that were not in the cache */
+	uint64_t body_bytes;        /* bytes of all bodies of the tree */
+	uint64_t elapsed_ns;
+};
+
+/* Makes every body of the tree available in the cache, then (when o->dest
+ * is set) writes the whole tree below o->dest.  A wheel with bodies missing
+ * from the cache is downloaded whole in one request (in parallel with
+ * others), checked against the lock's sha256 and extracted into the cache;
+ * the download is then deleted.  Files are created by o->threads workers.
+ * Call after fs_prepare, with no FUSE session running on ctx.
+ * Returns 0 and fills *ret (may be NULL); -errno with a message in err
+ * (-ECANCELED when *o->cancel became non-zero).  On failure dest holds a
+ * partial tree: the caller removes it. */
+int fs_materialize(struct fs_ctx *ctx, const struct fs_materialize_opts *o,
+		   struct fs_materialize_stats *ret, char *err, size_t errlen);
+
 #endif

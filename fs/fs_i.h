@@ -56,6 +56,11 @@ int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen);
 int wheel_read(struct fs_ctx *ctx, struct wheel_src *w, uint64_t off, uint64_t len,
 	       http_sink_fn sink, void *ud, char *err, size_t errlen);
 
+/* --- body.c */
+/* The cache key of BODY node i: its RECORD sha256, or sha256(wheel sha256 ||
+ * entry name) when RECORD has none (*ret_verified false). */
+void body_key(const struct fs_ctx *ctx, uint32_t i, uint8_t key[32], bool *ret_verified);
+
 /* --- cache.c: content-addressed body store with single-flight fills. */
 struct cache;
 int cache_open(const char *dir, struct cache **ret);
@@ -67,6 +72,8 @@ typedef int (*cache_fill_fn)(void *ud, int fd);
  * single fill.  Returns fd or -errno (the filler's error for all waiters). */
 int cache_get(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
 	      cache_fill_fn fill, void *ud);
+/* Like cache_get without filling: fd on the published body, -ENOENT on a miss. */
+int cache_peek(struct cache *c, const uint8_t key[32], bool verified, uint64_t size);
 /* Where whole wheels go: "<dir>/wheels/<hex>.whl" (caller frees). */
 char *cache_wheel_path(struct cache *c, const uint8_t sha[32]);
 /* A new temp file in the cache's tmp dir: returns fd and *ret_path (caller frees). */

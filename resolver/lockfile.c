@@ -402,6 +402,13 @@ static int read_package(struct ctx *c, const struct toml_value *t, struct lock_p
 	    get_typed(c, t, "tool", TOML_TABLE, &v) < 0 ||
 	    get_array_of(c, t, "wheels", TOML_TABLE, &wheels) < 0)
 		goto fail;
+	/* PEP 751 has no notion of top-level requirements: sitefs reads
+	 * [packages.tool.sitefs] requested = true (REQUESTED in dist-info). */
+	const struct toml_value *tool = toml_get(t, "tool"), *sfs = NULL;
+	if (tool && (get_typed(c, tool, "sitefs", TOML_TABLE, &sfs) < 0 ||
+		     (sfs && get_typed(c, sfs, "requested", TOML_BOOL, &v) < 0)))
+		goto fail;
+	p->requested = sfs && v && v->b;
 	int nsrc = 0;
 	for (int i = 0; i < 4; i++) {
 		if (get_typed(c, t, src_keys[i], TOML_TABLE, &src[i]) < 0)

@@ -29,6 +29,7 @@ struct lock_package {
 	struct lock_wheel *wheels;
 	size_t nwheels;
 	bool has_sdist; /* also true for vcs / directory / archive sources */
+	bool requested; /* [packages.tool.sitefs] requested = true: a top-level requirement */
 	int line;
 };
 

@@ -136,6 +136,7 @@ int cmd_mount(int argc, char **argv)
 	size_t nwheels = 0;
 	struct fs_ctx *ctx = NULL;
 	char mnt[PATH_MAX];
+	char *state_path = NULL, *fuse_opts = NULL;
 	uint64_t t0 = now_ns();
 
 	struct stat st;
@@ -186,6 +187,15 @@ int cmd_mount(int argc, char **argv)
 		goto out;
 	}
 
+	/* Record what this mount is made of, for materialize/prefetch MOUNTPOINT. */
+	char *abs_lock = realpath(lock_path, NULL);
+	struct mountstate ms = {.mountpoint = mnt, .lock = abs_lock, .cache = cache_dir,
+				.python = ip->executable};
+	if (abs_lock && mountstate_write(&ms, &state_path) == 0)
+		fuse_opts = arg_fuse_opts ? xasprintf("fsname=%s,%s", state_path, arg_fuse_opts)
+					  : xasprintf("fsname=%s", state_path);
+	free(abs_lock);
+
 	int pfd[2] = {-1, -1};
 	if (!arg_foreground) {
 		if (pipe2(pfd, O_CLOEXEC) < 0) {
@@ -231,9 +241,14 @@ int cmd_mount(int argc, char **argv)
 			(unsigned long long)ps.wire_bytes, t->nfiles, t->body_bytes / 1e6,
 			(now_ns() - t0) / 1e6);
 	}
-	r = fs_serve(ctx, mnt, arg_fuse_opts, arg_debug, arg_foreground ? -1 : pfd[1]);
+	r = fs_serve(ctx, mnt, fuse_opts ? fuse_opts : arg_fuse_opts, arg_debug,
+		     arg_foreground ? -1 : pfd[1]);
 	ret = r < 0 ? 1 : 0;
+	if (state_path)
+		unlink(state_path);
 out:
+	free(state_path);
+	free(fuse_opts);
 	fs_free(ctx);
 	free(wheels);
 	lockfile_free(lf);

@@ -125,6 +125,7 @@ int lockplan_build(const struct lock_file *lf, const struct interp *ip, struct f
 			break;
 		}
 		memcpy(w->sha256, best->sha256, 32);
+		w->requested = p->requested;
 		names[n] = tags_normalize_name(p->name);
 		for (size_t k = 0; k < n; k++)
 			if (!strcmp(names[k], names[n])) {

@@ -19,6 +19,8 @@ static const struct {
 } commands[] = {
 	{"mount", cmd_mount, "mount a pylock.toml as a venv (bodies fetched on first open)"},
 	{"umount", cmd_umount, "unmount a sitefs venv (also a stale one)"},
+	{"materialize", cmd_materialize, "write a lock's (or a mount's) venv as an ordinary directory"},
+	{"prefetch", cmd_prefetch, "fetch every body of a mount into the cache (works offline)"},
 };
 
 static void usage(FILE *f)

@@ -62,7 +62,7 @@ def _split(value):
 def make_wheel(directory, name, version, files, entry_points=None, data=None,
                root_is_purelib=True, tag="py3-none-any", record_hashes=True,
                compression="deflated", requires=(), metadata_extra="",
-               record_override=None):
+               record_override=None, dirs=()):
     """Build <escaped name>-<version>-<tag>.whl in directory and return its Path.
 
     files: {archive path: bytes | (bytes, mode) | (bytes, mode, compression)}
@@ -72,6 +72,7 @@ def make_wheel(directory, name, version, files, entry_points=None, data=None,
     compression: default per-file compression, "deflated" or "stored".
     record_hashes: False writes RECORD rows without hash and size.
     record_override: {archive path: "sha256=..."} to write a wrong hash on purpose.
+    dirs: directory entries ("pkg/empty/") to add to the zip (installers skip them).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -115,6 +116,11 @@ def make_wheel(directory, name, version, files, entry_points=None, data=None,
 
     out = directory / f"{base}-{tag}.whl"
     with zipfile.ZipFile(out, "w") as zf:
+        for path in dirs:
+            info = zipfile.ZipInfo(path.rstrip("/") + "/", DATE)
+            info.create_system = 3
+            info.external_attr = (stat.S_IFDIR | 0o755) << 16 | 0x10
+            zf.writestr(info, b"")
         for path, body, mode, comp in entries:
             info = zipfile.ZipInfo(path, DATE)
             info.create_system = 3
@@ -216,8 +222,9 @@ def _toml_str(s):
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def pylock_text(wheels, base_url, extra="", created_by="sitefs-tests"):
-    """PEP 751 text for wheels (paths; several wheels of one package are grouped)."""
+def pylock_text(wheels, base_url, extra="", created_by="sitefs-tests", requested=()):
+    """PEP 751 text for wheels (paths; several wheels of one package are grouped).
+    requested: normalized names marked top-level ([packages.tool.sitefs] requested)."""
     base_url = base_url.rstrip("/")
     packages = {}
     for w in wheels:
@@ -233,14 +240,16 @@ def pylock_text(wheels, base_url, extra="", created_by="sitefs-tests"):
             out.append(f"  {{name = {_toml_str(w.name)}, url = {_toml_str(base_url + '/' + w.name)}, "
                        f"size = {w.stat().st_size}, hashes = {{sha256 = {_toml_str(sha256_file(w))}}}}},")
         out += ["]", ""]
+        if name in requested:
+            out += ["[packages.tool.sitefs]", "requested = true", ""]
     return "\n".join(out) + extra
 
 
-def write_pylock(path, wheels, base_url, extra="", created_by="sitefs-tests"):
+def write_pylock(path, wheels, base_url, extra="", created_by="sitefs-tests", requested=()):
     """Write a pylock.toml for wheels served at base_url/<filename>; returns path.
     extra: raw TOML appended verbatim (for hand-written edge-case packages)."""
     path = Path(path)
-    path.write_text(pylock_text(wheels, base_url, extra, created_by))
+    path.write_text(pylock_text(wheels, base_url, extra, created_by, requested))
     return path
 
 

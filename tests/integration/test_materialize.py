@@ -1,0 +1,318 @@
+"""sitefs materialize / prefetch: an ordinary venv equal to pip's, written safely, that
+works with the index, the daemon and the cache gone."""
+
+import marshal
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+import wheelgen
+from conftest import (PIP_WHL, PY, PYVER, SITEFS_BIN, Nginx, clean_env, lazy_umount, run_sitefs,
+                      short_dir, snapshot)
+from test_mount import compare_trees
+
+pytestmark = pytest.mark.fuse
+
+SUMMARY = re.compile(r"link mode: (\w+) \((\d+) cloned, (\d+) hardlinked, (\d+) copied\); "
+                     r"(\d+) wheels fetched")
+
+
+def materialize(*args, cache, check=True, timeout=120, env=None):
+    r = subprocess.run([str(SITEFS_BIN), "materialize", "--python", PY, "--cache-dir", str(cache),
+                        *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                       env=clean_env(**(env or {})), stdin=subprocess.DEVNULL)
+    if check:
+        assert r.returncode == 0, f"materialize {args} failed:\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+def summary(r):
+    m = SUMMARY.search(r.stderr)
+    assert m, f"no summary line in {r.stderr!r}"
+    mode, c, h, k, fetched = m.groups()
+    return mode, int(c), int(h), int(k), int(fetched)
+
+
+def new_dest(prefix="sfs"):
+    return short_dir(prefix) / "venv"
+
+
+def run_in(venv, *cmd, check=True):
+    exe = str(venv / "bin" / cmd[0]) if "/" not in str(cmd[0]) else str(cmd[0])
+    r = subprocess.run([exe, *map(str, cmd[1:])], capture_output=True, text=True, timeout=60,
+                       env=clean_env())
+    if check:
+        assert r.returncode == 0, f"{cmd}: {r.returncode}\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+def check_works(venv):
+    """Imports, C extension, console/gui/data scripts, pip itself."""
+    r = run_in(venv, "python", "-c",
+               "import sys, purepkg, cext, clipkg.cli, datapkg, datapkg_extra, bigpkg\n"
+               "print(sys.prefix, cext.add(40, 2), purepkg.answer(), len(open(bigpkg.__file__"
+               ".replace('__init__.py', 'big.bin'), 'rb').read()))")
+    assert r.stdout == f"{venv} 42 42 {4 * 1024 * 1024}\n"
+    assert run_in(venv, "clipkg-hello", "x").stdout == "hello from clipkg x\n"
+    assert run_in(venv, "clipkg-gui").stdout == "gui from clipkg\n"
+    assert run_in(venv, "datapkg-run").stdout == "datapkg-run datapkg\n"
+    assert run_in(venv, "pip", "--version").stdout.startswith("pip ")
+    assert run_in(venv, "python", "-m", "pip", "check").stdout.strip() == \
+        "No broken requirements found."
+
+
+def whole_gets(reqs):
+    """{wheel name: number of GETs without Range} (whole-wheel downloads)."""
+    out = {}
+    for r in reqs:
+        if r.name.endswith(".whl") and r.range is None:
+            out[r.name] = out.get(r.name, 0) + 1
+    return out
+
+
+def modes(root):
+    root = Path(root)
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        for n in dirnames + filenames:
+            p = Path(dirpath) / n
+            if not p.is_symlink() and not n.endswith(".pyc"):
+                out[str(p.relative_to(root))] = p.stat().st_mode & 0o7777
+    return out
+
+
+@pytest.fixture
+def cleanup():
+    dirs = []
+    yield dirs.append
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def private_nginx(wheelhouse, tmp_path):
+    """An nginx of our own, so the test may stop it."""
+    server = Nginx(wheelhouse.dir, tmp_path / "nginx").start()
+    lock = wheelgen.write_pylock(tmp_path / "pylock.toml", wheelhouse.lock_wheels, server.url)
+    yield server, lock
+    server.stop()
+
+
+@pytest.mark.parametrize("link_mode", ["auto", "hardlink", "copy"])
+def test_matches_pip_and_fetches_each_wheel_once(link_mode, nginx, nginx_lock, pip_venv, wheelhouse,
+                                                 tmp_path, cleanup):
+    dest = new_dest()
+    cleanup(dest.parent)
+    mark = nginx.mark()
+    r = materialize("--link-mode", link_mode, nginx_lock, dest, cache=tmp_path / "cache")
+    mode, cloned, hard, copied, fetched = summary(r)
+    assert fetched == len(wheelhouse.lock_wheels)
+    if link_mode != "auto":
+        assert mode == link_mode and (hard if link_mode == "hardlink" else copied) > 0
+    assert cloned + hard + copied > 0
+    # one whole-wheel GET per wheel; everything else is the metadata's range requests
+    gets = whole_gets(nginx.requests(mark))
+    assert gets == {w.name: 1 for w in wheelhouse.lock_wheels}
+
+    problems = compare_trees(pip_venv, dest)
+    assert not problems, "\n".join(problems)
+    want, got = modes(pip_venv), modes(dest)
+    wrong = {p: (oct(got[p]), oct(m)) for p, m in want.items() if p in got and got[p] != m}
+    assert not wrong, f"modes differ from pip's (got, want): {wrong}"
+    check_works(dest)
+    assert not list(dest.parent.glob(".venv.sitefs-*")), "temp directory left behind"
+
+    # warm: no request at all, nothing fetched
+    dest2 = new_dest()
+    cleanup(dest2.parent)
+    mark = nginx.mark()
+    r = materialize("--link-mode", link_mode, nginx_lock, dest2, cache=tmp_path / "cache")
+    assert summary(r)[4] == 0
+    assert nginx.requests(mark) == []
+    check_works(dest2)
+
+
+def test_hardlinks_never_expose_cache_bodies(nginx_lock, tmp_path, cleanup):
+    """Hardlinked files share a per-mode copy, not the verified 0444 body a mount serves."""
+    dest = new_dest()
+    cleanup(dest.parent)
+    cache = tmp_path / "cache"
+    materialize("--link-mode", "hardlink", nginx_lock, dest, cache=cache)
+    core = dest / f"lib/{PYVER}/site-packages/purepkg/core.py"
+    st = core.stat()
+    assert st.st_nlink >= 2 and st.st_mode & 0o777 == 0o644
+    bodies = {(p.stat().st_dev, p.stat().st_ino) for p in (cache / "bodies").rglob("*")
+              if p.is_file()}
+    assert (st.st_dev, st.st_ino) not in bodies
+
+
+def test_from_mount_then_offline(mount, private_nginx, pip_venv, tmp_path, cleanup):
+    """SOURCE is a running mount: its lock, cache and interpreter are found from the
+    mountpoint.  Then the mount goes, the server goes, the cache goes: still a venv."""
+    server, lock = private_nginx
+    m = mount(lock)
+    assert m.python("-c", "import purepkg; print(purepkg.answer())").stdout == "42\n"
+    dest = new_dest()
+    cleanup(dest.parent)
+    r = run_sitefs("materialize", m.path, dest, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert summary(r)[4] > 0
+    assert (m.cache / "bodies").is_dir(), "materialize did not use the mount's cache"
+    m.teardown()
+    server.stop()
+    shutil.rmtree(m.cache)
+    problems = compare_trees(pip_venv, dest)
+    assert not problems, "\n".join(problems)
+    check_works(dest)
+
+
+def test_offline_after_materialize(private_nginx, tmp_path, cleanup):
+    server, lock = private_nginx
+    dest = new_dest()
+    cleanup(dest.parent)
+    cache = tmp_path / "cache"
+    materialize("--link-mode", "copy", lock, dest, cache=cache)
+    server.stop()
+    shutil.rmtree(cache)
+    check_works(dest)
+
+
+def test_prefetch_makes_the_mount_work_offline(mount, private_nginx, pip_venv, wheelhouse):
+    server, lock = private_nginx
+    m = mount(lock)
+    mark = server.mark()
+    r = run_sitefs("prefetch", m.path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "in the cache" in r.stderr
+    assert whole_gets(server.requests(mark)) == {w.name: 1 for w in wheelhouse.lock_wheels}
+    # a second run has nothing to do; --in-place is the same command
+    mark = server.mark()
+    r = run_sitefs("materialize", "--in-place", m.path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert server.requests(mark) == []
+    server.stop()
+    problems = compare_trees(pip_venv, m.path)  # reads every body through the mount
+    assert not problems, "\n".join(problems)
+    check_works(m.path)
+
+
+def test_dest_rules(nginx_lock, tmp_path, cleanup):
+    cache = tmp_path / "cache"
+    base = short_dir()
+    cleanup(base)
+    # an empty directory is fine
+    (base / "empty").mkdir()
+    materialize(nginx_lock, base / "empty", cache=cache)
+    assert (base / "empty/pyvenv.cfg").is_file()
+    # a non-empty one is refused and left alone
+    (base / "full").mkdir()
+    (base / "full/keep.txt").write_text("mine")
+    r = materialize(nginx_lock, base / "full", cache=cache, check=False)
+    assert r.returncode != 0 and "not empty" in r.stderr and "--force" in r.stderr
+    assert os.listdir(base / "full") == ["keep.txt"]
+    # --force replaces it
+    materialize("--force", nginx_lock, base / "full", cache=cache)
+    assert not (base / "full/keep.txt").exists() and (base / "full/pyvenv.cfg").is_file()
+    check_works(base / "full")
+    # a file, a missing parent
+    (base / "file").write_text("x")
+    r = materialize(nginx_lock, base / "file", cache=cache, check=False)
+    assert r.returncode != 0 and "not a directory" in r.stderr
+    r = materialize(nginx_lock, base / "no/such/dir", cache=cache, check=False)
+    assert r.returncode != 0 and "parent" in r.stderr
+    assert sorted(p.name for p in base.iterdir()) == ["empty", "file", "full"]
+    # a directory that is not a mount is no SOURCE
+    r = materialize(base / "empty", base / "x", cache=cache, check=False)
+    assert r.returncode != 0 and "not a sitefs mount" in r.stderr
+    # relocated: scripts name DEST, not the temp directory they were written in
+    assert (base / "full/bin/clipkg-hello").read_text().startswith(f"#!{base}/full/bin/python\n")
+
+
+def test_sigkill_leaves_dest_absent_or_complete(fault_lock, faultserver, pip_venv, tmp_path,
+                                                cleanup):
+    """SIGKILL at many points of a slow materialize: DEST is absent or complete."""
+    want = {p for p in snapshot(pip_venv)
+            if not p.endswith(("/INSTALLER", "/REQUESTED"))}
+    faultserver.fault("delay:150")
+    base = short_dir()
+    cleanup(base)
+    seen_tmp = False
+    outcomes = []
+    for i, delay in enumerate([0.3, 0.6, 0.9, 1.2, 1.6, 2.0, 2.5, 3.0, 4.0]):
+        dest = base / f"v{i}"
+        cache = tmp_path / f"cache{i % 3}"   # some runs find part of the work done
+        p = subprocess.Popen([str(SITEFS_BIN), "materialize", "-j", "2", "--python", PY,
+                              "--cache-dir", str(cache), str(fault_lock), str(dest)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=clean_env())
+        time.sleep(delay)
+        seen_tmp |= bool(list(base.glob(f".v{i}.sitefs-*")))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        if dest.exists():
+            got = {p for p in snapshot(dest) if not p.endswith(("/INSTALLER", "/REQUESTED"))}
+            assert got == want, f"{dest} is partial: missing {sorted(want - got)[:5]}"
+            outcomes.append("complete")
+        else:
+            outcomes.append("absent")
+    assert seen_tmp, "never killed while the temp directory existed (test too fast?)"
+    assert "absent" in outcomes, outcomes
+
+
+def test_compile_like_pip(nginx_lock, wheelhouse, tmp_path, cleanup):
+    """--compile writes the pycs pip writes (same invalidation mode: checked-hash under
+    SOURCE_DATE_EPOCH, byte-identical) and lists them in RECORD as pip does."""
+    env = {"SOURCE_DATE_EPOCH": "1600000000"}
+    ref = Path(tempfile.mkdtemp(prefix="sfsref", dir="/tmp")) / "venv"
+    dest = Path(tempfile.mkdtemp(prefix="sfsmat", dir="/tmp")) / "venv"
+    cleanup(ref.parent)
+    cleanup(dest.parent)
+    assert len(str(ref)) == len(str(dest))  # marshalled co_filename: same length, same bytes
+    subprocess.run([PY, "-m", "venv", "--without-pip", str(ref)], check=True)
+    reqs = ["%s==%s" % p for p in sorted(wheelhouse.lock_packages())]
+    penv = clean_env(**env)
+    penv.pop("PYTHONDONTWRITEBYTECODE", None)
+    r = subprocess.run([str(ref / "bin/python"), str(PIP_WHL[-1] / "pip"), "install", "--no-deps",
+                        "--no-index", "--no-cache-dir", "--find-links", str(wheelhouse.dir),
+                        *reqs], capture_output=True, text=True, env=penv)
+    assert r.returncode == 0, r.stderr
+    materialize("--compile", nginx_lock, dest, cache=tmp_path / "cache", env=env)
+
+    site = f"lib/{PYVER}/site-packages"
+
+    def pycs(root):
+        return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*.pyc")}
+    want, got = pycs(ref), pycs(dest)
+    assert want and set(got) == set(want), \
+        f"only pip: {sorted(set(want) - set(got))[:5]}, only us: {sorted(set(got) - set(want))[:5]}"
+    # same header (flags + source hash: the invalidation mode) and equal code objects
+    # (marshal's reference flags depend on the compiling process, so not the raw bytes)
+    differ = [p for p in want if want[p][:16] != got[p][:16]
+              or marshal.loads(want[p][16:]) != marshal.loads(got[p][16:])]
+    assert not differ, f"pycs differ: {differ[:5]}"
+    assert int.from_bytes(got[next(iter(got))][4:8], "little") == 3  # checked hash
+    fname = marshal.loads(got[f"{site}/purepkg/__pycache__/core.cpython-311.pyc"][16:]).co_filename
+    assert fname == f"{dest}/{site}/purepkg/core.py"
+
+    for rec in (ref / site).glob("*.dist-info/RECORD"):
+        mine = dest / site / rec.parent.name / "RECORD"
+        # launchers name their venv (same length here): compare their size, not hash
+        strip = lambda t: [re.sub(r"^(\.\./\.\./\.\./bin/[^,]*),[^,]*,", r"\1,,", l)  # noqa
+                           for l in t.splitlines() if "/INSTALLER," not in l
+                           and "/REQUESTED," not in l]
+        assert strip(mine.read_text()) == strip(rec.read_text()), rec.parent.name
+    # the pycs are valid: importing writes nothing new
+    before = set(pycs(dest))
+    e = clean_env()
+    e.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run([str(dest / "bin/python"), "-c", "import purepkg, clipkg.cli, pip._internal"],
+                   check=True, env=e)
+    assert set(pycs(dest)) == before
