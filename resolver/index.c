@@ -904,6 +904,7 @@ static void file_copy(struct index_file *dst, const struct index_file *src)
 	memcpy(dst->metadata_sha256, src->metadata_sha256, 32);
 	dst->has_metadata_sha256 = src->has_metadata_sha256;
 	dst->size = src->size;
+	dst->find_links = true;
 }
 
 /* Every index answered and the find-links pages are in: pick the first
@@ -1275,7 +1276,7 @@ static void process_meta(struct index_client *c, struct index_job *j, int r)
 				  r == -EAGAIN ? "central directory out of reach" : err);
 			return;
 		}
-		const struct zip_entry *e = find_metadata(cd, p->name);
+		const struct zip_entry *e = find_metadata(cd, p ? p->name : "");
 
 		if (!e) {
 			meta_done(c, p, f, NULL, 0, -EBADMSG, "wheel has no .dist-info/METADATA");

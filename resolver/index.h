@@ -45,6 +45,7 @@ struct index_file {
 	uint8_t metadata_sha256[32];
 	bool has_metadata_sha256;
 	uint64_t size;         /* PEP 700 "size", or learned while reading; 0 = unknown */
+	bool find_links;       /* from --find-links, not from an index */
 
 	/* Filled by the client once the metadata has been read. */
 	int meta_state;        /* private */

@@ -19,6 +19,8 @@ static const struct {
 } commands[] = {
 	{"mount", cmd_mount, "mount a pylock.toml as a venv (bodies fetched on first open)"},
 	{"umount", cmd_umount, "unmount a sitefs venv (also a stale one)"},
+	{"lock", cmd_lock, "resolve requirements into a pylock.toml"},
+	{"run", cmd_run, "resolve, mount in a temporary place, run a command, clean up"},
 };
 
 static void usage(FILE *f)
