@@ -71,6 +71,7 @@ struct http_req_priv {
 	long retry_after_s; /* -1: none */
 	char content_range[96];
 	char content_encoding[32];
+	struct curl_slist *hdrs; /* engine headers + Accept, when req->accept is set */
 	char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -224,6 +225,7 @@ static int local_read(struct http_req *r)
 		goto out;
 	}
 	size = (uint64_t)st.st_size;
+	r->resource_size = size;
 	if (r->off > size || (r->len && r->len > size - r->off)) {
 		rc = -ERANGE;
 		set_err(r, "file has %" PRIu64 " bytes, range ends at %" PRIu64, size,
@@ -315,6 +317,11 @@ static void complete(struct http_req_priv *p, int result)
 	}
 	if (result == 0)
 		r->err[0] = '\0';
+	curl_slist_free_all(p->hdrs);
+	p->hdrs = NULL;
+	/* Before done is set: once it is, the waiter may free req. */
+	if (r->on_done)
+		r->on_done(r, result);
 	pthread_mutex_lock(&p->lock);
 	p->result = result;
 	p->done = true;
@@ -381,10 +388,13 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *ud)
 		/* A new response (after a redirect or a 1xx): forget the old one. */
 		p->content_range[0] = '\0';
 		p->content_encoding[0] = '\0';
+		p->req->content_type[0] = '\0';
 		p->retry_after_s = -1;
 		return len;
 	}
 	if (header_value(buf, len, "Content-Range", p->content_range, sizeof(p->content_range)) ||
+	    header_value(buf, len, "Content-Type", p->req->content_type,
+			 sizeof(p->req->content_type)) ||
 	    header_value(buf, len, "Content-Encoding", p->content_encoding,
 			 sizeof(p->content_encoding)))
 		return len;
@@ -471,6 +481,7 @@ static int check_206(struct http_req_priv *p, curl_off_t cl)
 			    cl, p->content_range);
 	p->body_off = a;
 	p->body_end = b + 1;
+	r->resource_size = total != UINT64_MAX ? total : 0;
 	p->req->range_ignored = false;
 	return 0;
 }
@@ -502,6 +513,7 @@ static int check_response(struct http_req_priv *p)
 	/* A 200 body is the whole resource from byte 0, whatever we asked. */
 	p->body_off = 0;
 	p->body_end = cl >= 0 ? (uint64_t)cl : UINT64_MAX;
+	r->resource_size = cl >= 0 ? (uint64_t)cl : 0;
 	r->range_ignored = is_range_request(r);
 	if (r->len && cl >= 0 && (uint64_t)cl < r->off + r->len)
 		return fail(p, -ERANGE,
@@ -626,7 +638,16 @@ static void start_attempt(struct http_engine *e, struct http_req_priv *p)
 	/* CURLOPT_UNRESTRICTED_AUTH stays off: no credentials to other hosts. */
 	curl_easy_setopt(c, CURLOPT_NETRC, (long)CURL_NETRC_OPTIONAL);
 	/* Not CURLOPT_ACCEPT_ENCODING: decoded bytes would not match offsets. */
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, e->headers);
+	if (r->accept && !p->hdrs) {
+		char h[256];
+
+		/* The engine list is immutable: copy it, then add Accept. */
+		for (struct curl_slist *l = e->headers; l; l = l->next)
+			p->hdrs = curl_slist_append(p->hdrs, l->data);
+		snprintf(h, sizeof(h), "Accept: %s", r->accept);
+		p->hdrs = curl_slist_append(p->hdrs, h);
+	}
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, p->hdrs ? p->hdrs : e->headers);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "sitefs/" SITEFS_VERSION);
 	curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)HTTP_BUFSIZE);
 	curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
@@ -963,6 +984,8 @@ int http_submit(struct http_engine *e, struct http_req *req)
 	req->wire_bytes = 0;
 	req->attempts = 0;
 	req->err[0] = '\0';
+	req->resource_size = 0;
+	req->content_type[0] = '\0';
 
 	p = xcalloc(1, sizeof(*p));
 	p->req = req;
@@ -973,10 +996,12 @@ int http_submit(struct http_engine *e, struct http_req *req)
 	if (!http_is_remote(req->url)) {
 		req->attempts = 1;
 		p->result = local_read(req);
-		p->done = true;
 		if (e)
 			atomic_fetch_add_explicit(&e->n_local_reads, 1, memory_order_relaxed);
 		req->priv = p;
+		if (req->on_done)
+			req->on_done(req, p->result);
+		p->done = true;
 		return 0;
 	}
 	if (!e) {

@@ -51,10 +51,18 @@ struct http_req {
 	http_sink_fn sink;
 	void *ud;
 	int full_fd; /* -1, or an fd receiving the whole body when Range is ignored */
+	const char *accept; /* NULL, or the value of an Accept header to send */
+	/* NULL, or called once when the request completes, on the engine thread
+	 * (in http_submit() for local files), before http_wait() can return.
+	 * Must not block or call into the engine; req is still valid. */
+	void (*on_done)(struct http_req *req, int result);
 
 	/* outputs, valid after http_wait() */
 	int status;            /* last HTTP status (0 for local files / no answer) */
 	bool range_ignored;    /* the server answered 200 to a range request */
+	uint64_t resource_size; /* whole resource size (Content-Range total, or the
+				   Content-Length of a 200); 0 if unknown */
+	char content_type[96]; /* Content-Type of the final response ("" if none) */
 	uint64_t wire_bytes;   /* body bytes received over the wire, all attempts */
 	int attempts;          /* 1 + retries */
 	char err[256];         /* human-readable reason when http_wait() < 0 */

@@ -21,6 +21,8 @@ static const struct {
 	{"umount", cmd_umount, "unmount a sitefs venv (also a stale one)"},
 	{"materialize", cmd_materialize, "write a lock's (or a mount's) venv as an ordinary directory"},
 	{"prefetch", cmd_prefetch, "fetch every body of a mount into the cache (works offline)"},
+	{"lock", cmd_lock, "resolve requirements into a pylock.toml"},
+	{"run", cmd_run, "resolve, mount in a temporary place, run a command, clean up"},
 };
 
 static void usage(FILE *f)

@@ -2,6 +2,7 @@
 #ifndef SITEFS_TOOLS_H
 #define SITEFS_TOOLS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "fs/fs.h"
@@ -25,6 +26,29 @@ int mountstate_write(const struct mountstate *ms, char **ret_path);
  * mount left no (valid) state, other -errno. */
 int mountstate_find(const char *dir, struct mountstate **ret);
 struct mountstate *mountstate_free(struct mountstate *ms);
+int cmd_lock(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+
+/* Resolution inputs shared by `lock` and `run` (cmd_lock.c).  The strings
+ * are borrowed from argv. */
+struct lock_args {
+	const char **reqfiles, **reqs, **constraints, **extra_index_urls, **find_links;
+	size_t nreqfiles, nreqs, nconstraints, nextra_index_urls, nfind_links;
+	const char *index_url, *python, *cache_dir;
+	bool no_index, pre, verbose;
+};
+extern const char lock_args_help[];
+/* Handles one getopt result of the shared options ('r' 'c' 'i' 'E' 'f' 'N'
+ * 'R' 'P' 'C', and 'W' for a requirement); 1 if it was one, else 0. */
+int lock_args_option(struct lock_args *a, int c, const char *arg);
+void lock_args_free(struct lock_args *a);
+/* Reads the requirements, resolves for ip and returns the lock text in
+ * *ret_toml (caller frees), and in *ret_key (when not NULL; caller frees) a
+ * hex digest of every input that decides the result.  With ret_toml NULL
+ * only the key is computed (no network).  Returns 0, or -errno with a
+ * message (for an unsatisfiable set: the explanation) in err. */
+int lock_resolve(const struct lock_args *a, const struct interp *ip, const char *cache_dir,
+		 char **ret_toml, char **ret_key, char *err, size_t errlen);
 
 /* $SITEFS_CACHE_DIR, else $XDG_CACHE_HOME/sitefs, else ~/.cache/sitefs. Caller frees. */
 char *tools_default_cache_dir(void);
