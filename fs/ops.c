@@ -11,6 +11,8 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -22,6 +24,21 @@
 
 #define TIMEOUT 86400.0 * 365 /* the tree never changes while mounted */
 #define NO_FH UINT64_MAX
+
+/* Request counters, per operation (benchmarks: FUSE ops per opened file).
+ * Written as JSON to $SITEFS_STATS_FILE when the session ends. */
+enum op_id {
+	OP_LOOKUP, OP_GETATTR, OP_READLINK, OP_OPENDIR, OP_READDIR, OP_READDIRPLUS, OP_OPEN,
+	OP_READ, OP_RELEASE, OP_STATFS, OP_CREATE, OP_WRITE, OP_RENAME, OP_UNLINK, OP_MKDIR,
+	OP_SETATTR, OP_OTHER, OP_MAX
+};
+static const char *const op_names[OP_MAX] = {
+	"lookup", "getattr", "readlink", "opendir", "readdir", "readdirplus", "open",
+	"read", "release", "statfs", "create", "write", "rename", "unlink", "mkdir",
+	"setattr", "other",
+};
+static _Atomic uint64_t op_count[OP_MAX];
+#define COUNT(op) atomic_fetch_add_explicit(&op_count[op], 1, memory_order_relaxed)
 
 static struct fs_ctx *ctx_of(fuse_req_t req)
 {
@@ -65,6 +82,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	COUNT(OP_LOOKUP);
 	struct fs_ctx *ctx = ctx_of(req);
 	struct fuse_entry_param e = {.attr_timeout = TIMEOUT, .entry_timeout = TIMEOUT};
 	int64_t p = node_of(ctx, parent);
@@ -83,6 +101,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	COUNT(OP_GETATTR);
 	struct fs_ctx *ctx = ctx_of(req);
 	int64_t i = node_of(ctx, ino);
 	if (i < 0) {
@@ -96,6 +115,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
+	COUNT(OP_READLINK);
 	struct fs_ctx *ctx = ctx_of(req);
 	int64_t i = node_of(ctx, ino);
 	if (i < 0 || ctx->tree->nodes[i].kind != TREE_LINK) {
@@ -107,6 +127,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	COUNT(OP_OPENDIR);
 	struct fs_ctx *ctx = ctx_of(req);
 	int64_t i = node_of(ctx, ino);
 	if (i < 0 || ctx->tree->nodes[i].kind != TREE_DIR) {
@@ -170,17 +191,20 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
+	COUNT(OP_READDIR);
 	do_readdir(req, ino, size, off, false);
 }
 
 static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			   struct fuse_file_info *fi)
 {
+	COUNT(OP_READDIRPLUS);
 	do_readdir(req, ino, size, off, true);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	COUNT(OP_OPEN);
 	struct fs_ctx *ctx = ctx_of(req);
 	int64_t i = node_of(ctx, ino);
 	if (i < 0) {
@@ -213,6 +237,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
+	COUNT(OP_READ);
 	struct fs_ctx *ctx = ctx_of(req);
 	int64_t i = node_of(ctx, ino);
 	if (i < 0) {
@@ -242,6 +267,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	COUNT(OP_RELEASE);
 	if (fi->fh != NO_FH)
 		close((int)fi->fh);
 	fuse_reply_err(req, 0);
@@ -249,6 +275,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
+	COUNT(OP_STATFS);
 	struct fs_ctx *ctx = ctx_of(req);
 	struct statvfs sv = {
 		.f_bsize = 4096,
@@ -345,6 +372,28 @@ const struct fuse_lowlevel_ops *ops_get(void)
 	return &ops;
 }
 
+/* Writes the counters and the fetch totals as JSON to $SITEFS_STATS_FILE. */
+static void write_stats(struct fs_ctx *ctx)
+{
+	const char *path = getenv("SITEFS_STATS_FILE");
+	if (!path || !*path)
+		return;
+	FILE *f = fopen(path, "we");
+	if (!f) {
+		log_warn("cannot write statistics to \"%s\": %m, ignoring", path);
+		return;
+	}
+	struct http_stats hs;
+	http_get_stats(ctx->http, &hs);
+	fprintf(f, "{\"requests\": %" PRIu64 ", \"wire_bytes\": %" PRIu64 ", \"ops\": {",
+		hs.requests, hs.wire_bytes);
+	for (int i = 0; i < OP_MAX; i++)
+		fprintf(f, "%s\"%s\": %" PRIu64, i ? ", " : "", op_names[i],
+			atomic_load(&op_count[i]));
+	fprintf(f, "}}\n");
+	fclose(f);
+}
+
 static void fuse_log_to_ours(enum fuse_log_level level, const char *fmt, va_list ap)
 {
 	log_vmsg((int)level, fmt, ap);
@@ -399,6 +448,7 @@ int fs_serve(struct fs_ctx *ctx, const char *mountpoint, const char *fuse_opts, 
 	r = fuse_session_loop_mt(se, lc) < 0 ? -EIO : 0;
 	fuse_loop_cfg_destroy(lc);
 	fuse_session_unmount(se);
+	write_stats(ctx);
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_session:
