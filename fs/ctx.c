@@ -1,6 +1,7 @@
 /* ctx: preparing a mount — cache, fetch engine, metadata, tree. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,6 +61,9 @@ int fs_prepare(const struct fs_config *cfg, struct fs_ctx **ret, char *err, size
 	r = tree_build(&topts, ctx->twheels, cfg->nwheels, &ctx->tree, err, errlen);
 	if (r < 0)
 		goto fail;
+	const char *np = getenv("SITEFS_PYC");
+	if (!np || strcmp(np, "0") != 0)
+		ctx->pyc = pyc_new(ctx);
 	for (size_t i = 0; i < ctx->tree->nwarnings; i++)
 		log_warn("%s", ctx->tree->warnings[i]);
 
@@ -81,6 +85,7 @@ struct fs_ctx *fs_free(struct fs_ctx *ctx)
 	if (!ctx)
 		return NULL;
 	ctx->http = http_engine_free(ctx->http);
+	ctx->pyc = pyc_free(ctx->pyc);
 	for (size_t i = 0; ctx->wheels && i < ctx->cfg.nwheels; i++) {
 		wheel_meta_clear(&ctx->wheels[i].meta);
 		free(ctx->wheels[i].local_path);
