@@ -33,6 +33,7 @@ struct wheel_src {
 	char *local_path; /* whole wheel in the cache (or the lock's local path), or NULL */
 	pthread_mutex_t lock; /* protects local_path and full_fetch below */
 	bool full_fetch;      /* the server ignores Range: whole-wheel download done or going */
+	uint32_t *entry_node; /* cd entry -> tree node (UINT32_MAX: none); set after tree_build */
 };
 
 struct fs_ctx {
@@ -68,6 +69,14 @@ typedef int (*cache_fill_fn)(void *ud, int fd);
  * single fill.  Returns fd or -errno (the filler's error for all waiters). */
 int cache_get(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
 	      cache_fill_fn fill, void *ud);
+/* Claims key for a fill of its neighbour's request: true if the body is
+ * neither published nor in flight, and now in flight for the caller, who
+ * must call cache_publish exactly once. */
+bool cache_claim(struct cache *c, const uint8_t key[32], bool verified, uint64_t size);
+/* Publishes a claimed body (data NULL: gives the claim up; waiters then fill
+ * it themselves) and wakes its waiters. */
+void cache_publish(struct cache *c, const uint8_t key[32], bool verified, const void *data,
+		   size_t len);
 /* Where whole wheels go: "<dir>/wheels/<hex>.whl" (caller frees). */
 char *cache_wheel_path(struct cache *c, const uint8_t sha[32]);
 /* A new temp file in the cache's tmp dir: returns fd and *ret_path (caller frees). */
