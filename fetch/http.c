@@ -900,7 +900,7 @@ struct http_engine *http_engine_new(const struct http_opts *opts)
 	if (opts)
 		e->opts = *opts;
 	if (e->opts.max_host_connections <= 0)
-		e->opts.max_host_connections = 8;
+		e->opts.max_host_connections = 48;
 	if (e->opts.max_retries == 0)
 		e->opts.max_retries = 4;
 	else if (e->opts.max_retries < 0)

@@ -31,7 +31,8 @@
 struct http_engine;
 
 struct http_opts {
-	int max_host_connections; /* HTTP/1.1 connections per host (default 8) */
+	int max_host_connections; /* HTTP/1.1 connections per host (default 48: one
+				    * metadata wave of ~50 wheels in one round trip) */
 	int max_retries;          /* default 4 */
 	long connect_timeout_ms;  /* default 10000 */
 	long low_speed_time_s;    /* abort a transfer slower than 1 B/s for this long (default 30) */

@@ -5,11 +5,21 @@
  * The local extra field's length is only known from the local header, so the
  * first request adds ZIPCD_LOCAL_SLACK bytes; when that is not enough the
  * missing compressed bytes are asked for in a second request that continues
- * the same stream.  Bodies that fail verification are never published. */
+ * the same stream.  Bodies that fail verification are never published.
+ *
+ * Neighbours: Python reads a package's small files together, and a wheel
+ * stores a directory's files next to each other.  The first open of a
+ * small body (compressed <= NEIGHBOUR_MAX) asks for one range covering the
+ * run of entries of the same directory around it (contiguous in the file,
+ * each small, the run <= SPAN_MAX bytes), inflates and verifies each, and
+ * publishes the neighbours it could claim (cache_claim) along with the
+ * body asked for: one round trip instead of one per file. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fetch/inflate.h"
 #include "fetch/util/hash.h"
@@ -30,6 +40,12 @@ struct fill {
 	uint64_t pos;        /* file offset of the next byte the sink will see */
 	bool inflate_failed; /* the inflater, not the transfer, stopped the fill */
 };
+
+static int sink_buf_body(void *ud, const uint8_t *data, size_t len)
+{
+	buf_append(ud, data, len);
+	return 0;
+}
 
 static int out_write(void *ud, const uint8_t *data, size_t len)
 {
@@ -129,6 +145,160 @@ static int body_fill(void *ud, int fd)
 	return r;
 }
 
+#define NEIGHBOUR_MAX (256u << 10)
+#define SPAN_MAX (1u << 20)
+
+static size_t dir_len(const char *name)
+{
+	const char *sl = strrchr(name, '/');
+	return sl ? (size_t)(sl - name) + 1 : 0;
+}
+
+static bool same_dir(const char *a, const char *b)
+{
+	size_t la = dir_len(a);
+	return la == dir_len(b) && memcmp(a, b, la) == 0;
+}
+
+static void entry_key(const struct wheel_src *w, const struct zip_entry *e,
+		      const struct tree_node *nd, uint8_t key[32])
+{
+	if (nd->has_sha) {
+		memcpy(key, nd->sha256, 32);
+		return;
+	}
+	/* No RECORD hash: key by (wheel, entry); CRC-32 still verifies it. */
+	struct sha256_ctx h;
+	sha256_init(&h);
+	sha256_update(&h, w->spec->sha256, 32);
+	sha256_update(&h, e->name, strlen(e->name));
+	sha256_final(&h, key);
+}
+
+/* A neighbour entry k worth riding along: a small body of the tree. */
+static const struct tree_node *neighbour_node(struct fs_ctx *ctx, struct wheel_src *w, size_t k)
+{
+	const struct zip_entry *e = &w->meta.cd->entries[k];
+	uint32_t ni = w->entry_node[k];
+	if (ni == UINT32_MAX || e->csize > NEIGHBOUR_MAX)
+		return NULL;
+	const struct tree_node *nd = &ctx->tree->nodes[ni];
+	return nd->kind == TREE_BODY && nd->size > 0 ? nd : NULL;
+}
+
+struct run {
+	size_t first, last; /* cd indexes; entries first..last, lho increasing */
+	uint64_t lo, hi;    /* byte range covering them */
+	bool *claimed;      /* per entry of the run (the target: false) */
+};
+
+static void plan_run(struct fs_ctx *ctx, struct wheel_src *w, size_t t, struct run *ru)
+{
+	const struct zip_cd *cd = w->meta.cd;
+	const struct zip_entry *te = &cd->entries[t];
+	uint64_t size = w->spec->size;
+	ru->first = ru->last = t;
+	ru->lo = te->lho;
+	ru->hi = MIN(te->lho + zipcd_span_guess(te), size);
+	for (bool grew = true; grew;) {
+		grew = false;
+		if (ru->first > 0) {
+			const struct zip_entry *e = &cd->entries[ru->first - 1];
+			if (e->lho < ru->lo && same_dir(e->name, te->name) &&
+			    neighbour_node(ctx, w, ru->first - 1) && ru->hi - e->lho <= SPAN_MAX) {
+				ru->first--;
+				ru->lo = e->lho;
+				grew = true;
+			}
+		}
+		if (ru->last + 1 < cd->n) {
+			const struct zip_entry *e = &cd->entries[ru->last + 1];
+			uint64_t end = MIN(e->lho + zipcd_span_guess(e), size);
+			if (e->lho >= cd->entries[ru->last].lho + 30 && e->lho < ru->hi + 4096 &&
+			    same_dir(e->name, te->name) && neighbour_node(ctx, w, ru->last + 1) &&
+			    end - ru->lo <= SPAN_MAX) {
+				ru->last++;
+				ru->hi = MAX(ru->hi, end);
+				grew = true;
+			}
+		}
+	}
+}
+
+/* One request for the run around the target; writes the target to fd and
+ * publishes the claimed neighbours.  Returns 0, or -EAGAIN when the target
+ * could not be decoded from the range (the caller then streams it alone). */
+static int fill_run(struct fill *f, int fd)
+{
+	struct fs_ctx *ctx = f->ctx;
+	struct wheel_src *w = f->w;
+	const struct zip_cd *cd = w->meta.cd;
+	size_t t = (size_t)(f->e - cd->entries);
+	struct run ru;
+	plan_run(ctx, w, t, &ru);
+	if (ru.first == ru.last)
+		return -EAGAIN;
+	size_t n = ru.last - ru.first + 1;
+	ru.claimed = xcalloc(n, sizeof(bool));
+	uint8_t (*keys)[32] = xcalloc(n, 32);
+	for (size_t k = ru.first; k <= ru.last; k++) {
+		if (k == t)
+			continue;
+		const struct tree_node *nd = neighbour_node(ctx, w, k);
+		entry_key(w, &cd->entries[k], nd, keys[k - ru.first]);
+		ru.claimed[k - ru.first] =
+			cache_claim(ctx->cache, keys[k - ru.first], nd->has_sha, nd->size);
+	}
+	struct buf b;
+	buf_init(&b);
+	char err[300] = "";
+	int r = wheel_read(ctx, w, ru.lo, ru.hi - ru.lo, sink_buf_body, &b, err, sizeof(err));
+	int target = -EAGAIN;
+	for (size_t k = ru.first; k <= ru.last; k++) {
+		if (k != t && !ru.claimed[k - ru.first])
+			continue;
+		const struct zip_entry *e = &cd->entries[k];
+		const struct tree_node *nd = k == t ? f->nd : neighbour_node(ctx, w, k);
+		uint8_t *data = NULL, sha[32];
+		uint64_t doff = 0;
+		char why[200];
+		int q = r;
+		if (q == 0)
+			q = zipcd_local_header(b.data + (e->lho - ru.lo), b.len - (e->lho - ru.lo), e,
+					       &doff);
+		if (q == 0 && doff - ru.lo + e->csize > b.len)
+			q = -EAGAIN;
+		if (q == 0)
+			q = inflate_buffer(e->method, b.data + (doff - ru.lo), (size_t)e->csize,
+					   e->usize, e->crc32, &data, sha, why, sizeof(why));
+		if (q == 0 && nd->has_sha && memcmp(sha, nd->sha256, 32) != 0)
+			q = -EBADMSG; /* the target's own path logs it when it retries */
+		if (k == t)
+			target = q == 0 ? write_full(fd, data, (size_t)e->usize) : -EAGAIN;
+		else
+			cache_publish(ctx->cache, keys[k - ru.first], nd->has_sha,
+				      q == 0 ? data : NULL, (size_t)e->usize);
+		free(data);
+	}
+	buf_free(&b);
+	free(ru.claimed);
+	free(keys);
+	return target;
+}
+
+static int body_fill_any(void *ud, int fd)
+{
+	struct fill *f = ud;
+	if (f->e->csize <= NEIGHBOUR_MAX && !getenv("SITEFS_NO_NEIGHBOURS")) {
+		int r = fill_run(f, fd);
+		if (r != -EAGAIN)
+			return r;
+		if (ftruncate(fd, 0) < 0 || lseek(fd, 0, SEEK_SET) < 0)
+			return -errno;
+	}
+	return body_fill(ud, fd);
+}
+
 int fs_body_open(struct fs_ctx *ctx, uint32_t i)
 {
 	const struct tree_node *nd = &ctx->tree->nodes[i];
@@ -142,9 +312,8 @@ int fs_body_open(struct fs_ctx *ctx, uint32_t i)
 		.nd = nd,
 	};
 	uint8_t key[32];
-	bool verified;
-	body_key(ctx, i, key, &verified);
-	return cache_get(ctx->cache, key, verified, nd->size, body_fill, &f);
+	entry_key(w, f.e, nd, key);
+	return cache_get(ctx->cache, key, nd->has_sha, nd->size, body_fill_any, &f);
 }
 
 void body_key(const struct fs_ctx *ctx, uint32_t i, uint8_t key[32], bool *ret_verified)
@@ -152,15 +321,5 @@ void body_key(const struct fs_ctx *ctx, uint32_t i, uint8_t key[32], bool *ret_v
 	const struct tree_node *nd = &ctx->tree->nodes[i];
 	const struct wheel_src *w = &ctx->wheels[nd->body.wheel];
 	*ret_verified = nd->has_sha;
-	if (nd->has_sha) {
-		memcpy(key, nd->sha256, 32);
-		return;
-	}
-	/* No RECORD hash: key by (wheel, entry); CRC-32 still verifies it. */
-	const char *name = w->meta.cd->entries[nd->body.entry].name;
-	struct sha256_ctx h;
-	sha256_init(&h);
-	sha256_update(&h, w->spec->sha256, 32);
-	sha256_update(&h, name, strlen(name));
-	sha256_final(&h, key);
+	entry_key(w, &w->meta.cd->entries[nd->body.entry], nd, key);
 }

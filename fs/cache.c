@@ -13,6 +13,11 @@
  *   with identical bytes.
  * - The store is untrusted on read: a body whose size is wrong is removed
  *   and fetched again.  No fsync: a torn file after a crash fails that check.
+ * - A fill may also publish neighbours that rode the same request: it claims
+ *   them first (cache_claim: an in-flight record, so that a concurrent
+ *   opener of a neighbour waits instead of fetching it again), then
+ *   publishes or abandons each (cache_publish); waiters of an abandoned
+ *   neighbour fill it themselves.
  * - Locking: cache->lock protects the in-flight list only; it is never held
  *   across a fill (network I/O).
  * Deliberately missing (for now): size limits and LRU eviction. */
@@ -145,19 +150,54 @@ static int fill_and_publish(struct cache *c, const char *path, uint64_t size, ca
 	return r;
 }
 
+/* The in-flight record of key, or NULL.  Caller holds c->lock. */
+static struct inflight *find_inflight(struct cache *c, const uint8_t key[32], bool verified)
+{
+	struct inflight *f;
+	for (f = c->inflight; f; f = f->next)
+		if (f->verified == verified && !memcmp(f->key, key, 32))
+			return f;
+	return NULL;
+}
+
+static struct inflight *add_inflight(struct cache *c, const uint8_t key[32], bool verified)
+{
+	struct inflight *f = xcalloc(1, sizeof(*f));
+	memcpy(f->key, key, 32);
+	f->verified = verified;
+	f->refs = 1;
+	f->next = c->inflight;
+	c->inflight = f;
+	return f;
+}
+
+/* Unlinks f, records the result and wakes its waiters.  Caller holds c->lock. */
+static void end_inflight(struct cache *c, struct inflight *f, int result)
+{
+	for (struct inflight **p = &c->inflight; *p; p = &(*p)->next)
+		if (*p == f) {
+			*p = f->next;
+			break;
+		}
+	f->done = true;
+	f->result = result;
+	if (--f->refs == 0)
+		free(f);
+	pthread_cond_broadcast(&c->cond);
+}
+
 int cache_get(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
 	      cache_fill_fn fill, void *ud)
 {
 	char *path = body_path(c, key, verified);
-	int fd = open_checked(path, size);
+	int fd;
+again:
+	fd = open_checked(path, size);
 	if (fd >= 0 || fd != -ENOENT)
 		goto out;
 
 	pthread_mutex_lock(&c->lock);
-	struct inflight *f;
-	for (f = c->inflight; f; f = f->next)
-		if (f->verified == verified && !memcmp(f->key, key, 32))
-			break;
+	struct inflight *f = find_inflight(c, key, verified);
 	if (f) {
 		f->refs++;
 		while (!f->done)
@@ -166,31 +206,19 @@ int cache_get(struct cache *c, const uint8_t key[32], bool verified, uint64_t si
 		if (--f->refs == 0)
 			free(f);
 		pthread_mutex_unlock(&c->lock);
+		if (r == -EAGAIN)
+			goto again; /* a neighbour's fill gave it up: fill it ourselves */
 		fd = r < 0 ? r : open_checked(path, size);
 		goto out;
 	}
-	f = xcalloc(1, sizeof(*f));
-	memcpy(f->key, key, 32);
-	f->verified = verified;
-	f->refs = 1;
-	f->next = c->inflight;
-	c->inflight = f;
+	f = add_inflight(c, key, verified);
 	pthread_mutex_unlock(&c->lock);
 
 	int r = fill_and_publish(c, path, size, fill, ud);
 	fd = r < 0 ? r : open_checked(path, size);
 
 	pthread_mutex_lock(&c->lock);
-	for (struct inflight **p = &c->inflight; *p; p = &(*p)->next)
-		if (*p == f) {
-			*p = f->next;
-			break;
-		}
-	f->done = true;
-	f->result = fd < 0 ? fd : 0;
-	if (--f->refs == 0)
-		free(f);
-	pthread_cond_broadcast(&c->cond);
+	end_inflight(c, f, fd < 0 ? fd : 0);
 	pthread_mutex_unlock(&c->lock);
 out:
 	free(path);
@@ -203,4 +231,43 @@ int cache_peek(struct cache *c, const uint8_t key[32], bool verified, uint64_t s
 	int fd = open_checked(path, size);
 	free(path);
 	return fd;
+}
+
+bool cache_claim(struct cache *c, const uint8_t key[32], bool verified, uint64_t size)
+{
+	char *path = body_path(c, key, verified);
+	struct stat st;
+	bool have = stat(path, &st) == 0 && (uint64_t)st.st_size == size;
+	free(path);
+	if (have)
+		return false;
+	pthread_mutex_lock(&c->lock);
+	bool claimed = !find_inflight(c, key, verified);
+	if (claimed)
+		add_inflight(c, key, verified);
+	pthread_mutex_unlock(&c->lock);
+	return claimed;
+}
+
+static int write_data(void *ud, int fd)
+{
+	const struct buf *b = ud;
+	return write_full(fd, b->data, b->len);
+}
+
+void cache_publish(struct cache *c, const uint8_t key[32], bool verified, const void *data,
+		   size_t len)
+{
+	int r = -EAGAIN;
+	if (data) {
+		char *path = body_path(c, key, verified);
+		struct buf b = {.data = (uint8_t *)data, .len = len};
+		r = fill_and_publish(c, path, len, write_data, &b) < 0 ? -EAGAIN : 0;
+		free(path);
+	}
+	pthread_mutex_lock(&c->lock);
+	struct inflight *f = find_inflight(c, key, verified);
+	if (f)
+		end_inflight(c, f, r);
+	pthread_mutex_unlock(&c->lock);
 }

@@ -1,6 +1,7 @@
 /* ctx: preparing a mount — cache, fetch engine, metadata, tree. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,6 +61,19 @@ int fs_prepare(const struct fs_config *cfg, struct fs_ctx **ret, char *err, size
 	r = tree_build(&topts, ctx->twheels, cfg->nwheels, &ctx->tree, err, errlen);
 	if (r < 0)
 		goto fail;
+	for (size_t w = 0; w < cfg->nwheels; w++) {
+		size_t ne = ctx->wheels[w].meta.cd ? ctx->wheels[w].meta.cd->n : 0;
+		ctx->wheels[w].entry_node = xmalloc((ne ? ne : 1) * sizeof(uint32_t));
+		memset(ctx->wheels[w].entry_node, 0xff, (ne ? ne : 1) * sizeof(uint32_t));
+	}
+	for (size_t i = 0; i < ctx->tree->n; i++) {
+		const struct tree_node *nd = &ctx->tree->nodes[i];
+		if (nd->kind == TREE_BODY)
+			ctx->wheels[nd->body.wheel].entry_node[nd->body.entry] = (uint32_t)i;
+	}
+	const char *np = getenv("SITEFS_PYC");
+	if (!np || strcmp(np, "0") != 0)
+		ctx->pyc = pyc_new(ctx);
 	for (size_t i = 0; i < ctx->tree->nwarnings; i++)
 		log_warn("%s", ctx->tree->warnings[i]);
 
@@ -81,9 +95,11 @@ struct fs_ctx *fs_free(struct fs_ctx *ctx)
 	if (!ctx)
 		return NULL;
 	ctx->http = http_engine_free(ctx->http);
+	ctx->pyc = pyc_free(ctx->pyc);
 	for (size_t i = 0; ctx->wheels && i < ctx->cfg.nwheels; i++) {
 		wheel_meta_clear(&ctx->wheels[i].meta);
 		free(ctx->wheels[i].local_path);
+		free(ctx->wheels[i].entry_node);
 		pthread_mutex_destroy(&ctx->wheels[i].lock);
 	}
 	free(ctx->wheels);

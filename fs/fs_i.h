@@ -33,6 +33,7 @@ struct wheel_src {
 	char *local_path; /* whole wheel in the cache (or the lock's local path), or NULL */
 	pthread_mutex_t lock; /* protects local_path and full_fetch below */
 	bool full_fetch;      /* the server ignores Range: whole-wheel download done or going */
+	uint32_t *entry_node; /* cd entry -> tree node (UINT32_MAX: none); set after tree_build */
 };
 
 struct fs_ctx {
@@ -43,6 +44,7 @@ struct fs_ctx {
 	struct tree_wheel *twheels;
 	struct tree *tree;
 	struct cache *cache;
+	struct pyc *pyc; /* NULL: no bytecode store (read-only __pycache__-less tree) */
 	struct fs_prepare_stats stats;
 };
 
@@ -74,10 +76,45 @@ int cache_get(struct cache *c, const uint8_t key[32], bool verified, uint64_t si
 	      cache_fill_fn fill, void *ud);
 /* Like cache_get without filling: fd on the published body, -ENOENT on a miss. */
 int cache_peek(struct cache *c, const uint8_t key[32], bool verified, uint64_t size);
+/* Claims key for a fill of its neighbour's request: true if the body is
+ * neither published nor in flight, and now in flight for the caller, who
+ * must call cache_publish exactly once. */
+bool cache_claim(struct cache *c, const uint8_t key[32], bool verified, uint64_t size);
+/* Publishes a claimed body (data NULL: gives the claim up; waiters then fill
+ * it themselves) and wakes its waiters. */
+void cache_publish(struct cache *c, const uint8_t key[32], bool verified, const void *data,
+		   size_t len);
 /* Where whole wheels go: "<dir>/wheels/<hex>.whl" (caller frees). */
 char *cache_wheel_path(struct cache *c, const uint8_t sha[32]);
 /* A new temp file in the cache's tmp dir: returns fd and *ret_path (caller frees). */
 int cache_tmpfile(struct cache *c, char **ret_path);
+
+/* --- pyc.c: the writable __pycache__ over a shared bytecode store (see the
+ * DESIGN note there).  Handlers reply exactly once. */
+#include <fuse_lowlevel.h>
+struct pyc;
+enum pyc_kind { PYC_NONE, PYC_DIR, PYC_FILE, PYC_TMP };
+struct pyc *pyc_new(struct fs_ctx *ctx);
+struct pyc *pyc_free(struct pyc *p);
+/* What ino names beyond the tree's nodes; *ret_idx is its index in that space. */
+enum pyc_kind pyc_classify(const struct pyc *p, fuse_ino_t ino, uint64_t *ret_idx);
+/* Inode of the __pycache__ of directory node d, or -1 if d has no sources. */
+int64_t pyc_dir_ino(const struct pyc *p, uint32_t d);
+void pyc_lookup(struct pyc *p, fuse_req_t req, uint64_t d, const char *name);
+void pyc_getattr(struct pyc *p, fuse_req_t req, fuse_ino_t ino);
+void pyc_setattr(struct pyc *p, fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set);
+void pyc_mkdir(struct pyc *p, fuse_req_t req, uint32_t d, const char *name);
+void pyc_create(struct pyc *p, fuse_req_t req, uint64_t d, const char *name, mode_t mode,
+		struct fuse_file_info *fi);
+void pyc_write(struct pyc *p, fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+	       off_t off);
+void pyc_unlink(struct pyc *p, fuse_req_t req, uint64_t d, const char *name);
+void pyc_rename(struct pyc *p, fuse_req_t req, uint64_t d, const char *name, uint64_t nd,
+		const char *newname, unsigned int flags);
+void pyc_open(struct pyc *p, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void pyc_read(struct pyc *p, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+	      struct fuse_file_info *fi);
+void pyc_release(struct pyc *p, fuse_ino_t ino, struct fuse_file_info *fi);
 
 /* --- ops.c */
 const struct fuse_lowlevel_ops *ops_get(void);

@@ -5,12 +5,15 @@
  * (imports probe many missing names), symlinks and page-cache contents
  * (keep_cache).  Inode numbers are node index + 1; forget is a no-op.
  * Bodies are served from cache files with fd-backed buffers (splice).
- * Every handler replies exactly once.  Writes fail with EROFS (the mount is
- * also "ro", so the kernel usually answers before we are asked). */
+ * Every handler replies exactly once.  Writes fail with EROFS, except
+ * Python's bytecode writes inside the virtual __pycache__ directories,
+ * which pyc.c validates and keeps in the cache (inodes past the tree's). */
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -23,6 +26,21 @@
 #define TIMEOUT 86400.0 * 365 /* the tree never changes while mounted */
 #define NO_FH UINT64_MAX
 
+/* Request counters, per operation (benchmarks: FUSE ops per opened file).
+ * Written as JSON to $SITEFS_STATS_FILE when the session ends. */
+enum op_id {
+	OP_LOOKUP, OP_GETATTR, OP_READLINK, OP_OPENDIR, OP_READDIR, OP_READDIRPLUS, OP_OPEN,
+	OP_READ, OP_RELEASE, OP_STATFS, OP_CREATE, OP_WRITE, OP_RENAME, OP_UNLINK, OP_MKDIR,
+	OP_SETATTR, OP_IOCTL, OP_OTHER, OP_MAX
+};
+static const char *const op_names[OP_MAX] = {
+	"lookup", "getattr", "readlink", "opendir", "readdir", "readdirplus", "open",
+	"read", "release", "statfs", "create", "write", "rename", "unlink", "mkdir",
+	"setattr", "ioctl", "other",
+};
+static _Atomic uint64_t op_count[OP_MAX];
+#define COUNT(op) atomic_fetch_add_explicit(&op_count[op], 1, memory_order_relaxed)
+
 static struct fs_ctx *ctx_of(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
@@ -34,6 +52,14 @@ static int64_t node_of(const struct fs_ctx *ctx, fuse_ino_t ino)
 	if (ino < 1 || ino > ctx->tree->n)
 		return -1;
 	return (int64_t)ino - 1;
+}
+
+/* Inodes past the tree's belong to the bytecode store (pyc.c). */
+static enum pyc_kind pyc_kind_of(const struct fs_ctx *ctx, fuse_ino_t ino, uint64_t *ret_idx)
+{
+	if (!ctx->pyc || ino <= ctx->tree->n)
+		return PYC_NONE;
+	return pyc_classify(ctx->pyc, ino, ret_idx);
 }
 
 static void fill_attr(const struct fs_ctx *ctx, uint32_t i, struct stat *st)
@@ -65,8 +91,14 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	COUNT(OP_LOOKUP);
 	struct fs_ctx *ctx = ctx_of(req);
 	struct fuse_entry_param e = {.attr_timeout = TIMEOUT, .entry_timeout = TIMEOUT};
+	uint64_t pd;
+	if (pyc_kind_of(ctx, parent, &pd) == PYC_DIR) {
+		pyc_lookup(ctx->pyc, req, pd, name);
+		return;
+	}
 	int64_t p = node_of(ctx, parent);
 	if (p < 0 || ctx->tree->nodes[p].kind != TREE_DIR) {
 		fuse_reply_err(req, p < 0 ? ESTALE : ENOTDIR);
@@ -76,6 +108,17 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (i >= 0) {
 		e.ino = (fuse_ino_t)i + 1;
 		fill_attr(ctx, (uint32_t)i, &e.attr);
+	} else if (ctx->pyc && strcmp(name, "__pycache__") == 0) {
+		int64_t d = pyc_dir_ino(ctx->pyc, (uint32_t)p);
+		if (d >= 0) {
+			e.ino = (fuse_ino_t)d;
+			e.attr.st_ino = e.ino;
+			e.attr.st_mode = S_IFDIR | 0755;
+			e.attr.st_nlink = 1;
+			e.attr.st_uid = getuid();
+			e.attr.st_gid = getgid();
+			e.attr.st_mtime = ctx->tree->nodes[p].mtime;
+		}
 	}
 	/* ino 0 with a timeout is a cached negative entry */
 	fuse_reply_entry(req, &e);
@@ -83,7 +126,13 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	COUNT(OP_GETATTR);
 	struct fs_ctx *ctx = ctx_of(req);
+	uint64_t px;
+	if (pyc_kind_of(ctx, ino, &px) != PYC_NONE) {
+		pyc_getattr(ctx->pyc, req, ino);
+		return;
+	}
 	int64_t i = node_of(ctx, ino);
 	if (i < 0) {
 		fuse_reply_err(req, ESTALE);
@@ -96,6 +145,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
+	COUNT(OP_READLINK);
 	struct fs_ctx *ctx = ctx_of(req);
 	int64_t i = node_of(ctx, ino);
 	if (i < 0 || ctx->tree->nodes[i].kind != TREE_LINK) {
@@ -107,7 +157,13 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	COUNT(OP_OPENDIR);
 	struct fs_ctx *ctx = ctx_of(req);
+	uint64_t px;
+	if (pyc_kind_of(ctx, ino, &px) == PYC_DIR) {
+		fuse_reply_open(req, fi); /* lists only "." and "..": not cached */
+		return;
+	}
 	int64_t i = node_of(ctx, ino);
 	if (i < 0 || ctx->tree->nodes[i].kind != TREE_DIR) {
 		fuse_reply_err(req, i < 0 ? ESTALE : ENOTDIR);
@@ -122,6 +178,24 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 {
 	struct fs_ctx *ctx = ctx_of(req);
 	const struct tree *t = ctx->tree;
+	uint64_t px;
+	if (pyc_kind_of(ctx, ino, &px) == PYC_DIR) {
+		/* the store's names are not listed (Python never asks) */
+		char *b = xmalloc(size);
+		size_t used = 0;
+		struct stat st = {.st_ino = ino, .st_mode = S_IFDIR};
+		for (off_t o = off; o < 2; o++) {
+			const char *nm = o == 0 ? "." : "..";
+			st.st_ino = o == 0 ? ino : px + 1;
+			size_t n = fuse_add_direntry(req, b + used, size - used, nm, &st, o + 1);
+			if (n > size - used)
+				break;
+			used += n;
+		}
+		fuse_reply_buf(req, b, used);
+		free(b);
+		return;
+	}
 	int64_t d = node_of(ctx, ino);
 	if (d < 0 || t->nodes[d].kind != TREE_DIR) {
 		fuse_reply_err(req, ENOTDIR);
@@ -170,18 +244,26 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
+	COUNT(OP_READDIR);
 	do_readdir(req, ino, size, off, false);
 }
 
 static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			   struct fuse_file_info *fi)
 {
+	COUNT(OP_READDIRPLUS);
 	do_readdir(req, ino, size, off, true);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	COUNT(OP_OPEN);
 	struct fs_ctx *ctx = ctx_of(req);
+	uint64_t px;
+	if (pyc_kind_of(ctx, ino, &px) != PYC_NONE) {
+		pyc_open(ctx->pyc, req, ino, fi);
+		return;
+	}
 	int64_t i = node_of(ctx, ino);
 	if (i < 0) {
 		fuse_reply_err(req, ESTALE);
@@ -197,6 +279,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	fi->keep_cache = 1;
+	fi->noflush = 1; /* nothing to flush: no FLUSH request at close */
 	fi->fh = NO_FH;
 	if (nd->kind == TREE_BODY && nd->size > 0) {
 		int fd = fs_body_open(ctx, (uint32_t)i);
@@ -213,7 +296,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
+	COUNT(OP_READ);
 	struct fs_ctx *ctx = ctx_of(req);
+	uint64_t px;
+	if (pyc_kind_of(ctx, ino, &px) != PYC_NONE) {
+		pyc_read(ctx->pyc, req, ino, size, off, fi);
+		return;
+	}
 	int64_t i = node_of(ctx, ino);
 	if (i < 0) {
 		fuse_reply_err(req, ESTALE);
@@ -242,6 +331,14 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	COUNT(OP_RELEASE);
+	struct fs_ctx *ctx = ctx_of(req);
+	uint64_t px;
+	if (pyc_kind_of(ctx, ino, &px) != PYC_NONE) {
+		pyc_release(ctx->pyc, ino, fi);
+		fuse_reply_err(req, 0);
+		return;
+	}
 	if (fi->fh != NO_FH)
 		close((int)fi->fh);
 	fuse_reply_err(req, 0);
@@ -249,6 +346,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
+	COUNT(OP_STATFS);
 	struct fs_ctx *ctx = ctx_of(req);
 	struct statvfs sv = {
 		.f_bsize = 4096,
@@ -262,9 +360,22 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 }
 
 /* Everything that would change the tree. */
+/* Everything that would change the tree fails with EROFS; inside a
+ * __pycache__, Python's write-temp-then-rename goes to pyc.c. */
+static bool in_pycache(fuse_req_t req, fuse_ino_t parent, uint64_t *ret_d)
+{
+	return pyc_kind_of(ctx_of(req), parent, ret_d) == PYC_DIR;
+}
+
 static void op_erofs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 			     struct fuse_file_info *fi)
 {
+	COUNT(OP_SETATTR);
+	uint64_t px;
+	if (pyc_kind_of(ctx_of(req), ino, &px) != PYC_NONE) {
+		pyc_setattr(ctx_of(req)->pyc, req, ino, attr, to_set);
+		return;
+	}
 	fuse_reply_err(req, EROFS);
 }
 static void op_erofs_mknod(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m, dev_t d)
@@ -273,9 +384,26 @@ static void op_erofs_mknod(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m
 }
 static void op_erofs_mkdir(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m)
 {
+	COUNT(OP_MKDIR);
+	struct fs_ctx *ctx = ctx_of(req);
+	int64_t d = node_of(ctx, p);
+	if (ctx->pyc && d >= 0) {
+		pyc_mkdir(ctx->pyc, req, (uint32_t)d, n);
+		return;
+	}
 	fuse_reply_err(req, EROFS);
 }
 static void op_erofs_unlink(fuse_req_t req, fuse_ino_t p, const char *n)
+{
+	COUNT(OP_UNLINK);
+	uint64_t d;
+	if (in_pycache(req, p, &d)) {
+		pyc_unlink(ctx_of(req)->pyc, req, d, n);
+		return;
+	}
+	fuse_reply_err(req, EROFS);
+}
+static void op_erofs_rmdir(fuse_req_t req, fuse_ino_t p, const char *n)
 {
 	fuse_reply_err(req, EROFS);
 }
@@ -286,6 +414,12 @@ static void op_erofs_symlink(fuse_req_t req, const char *l, fuse_ino_t p, const 
 static void op_erofs_rename(fuse_req_t req, fuse_ino_t p, const char *n, fuse_ino_t np,
 			    const char *nn, unsigned int flags)
 {
+	COUNT(OP_RENAME);
+	uint64_t d, nd;
+	if (in_pycache(req, p, &d) && in_pycache(req, np, &nd)) {
+		pyc_rename(ctx_of(req)->pyc, req, d, n, nd, nn, flags);
+		return;
+	}
 	fuse_reply_err(req, EROFS);
 }
 static void op_erofs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t np, const char *nn)
@@ -295,11 +429,23 @@ static void op_erofs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t np, const c
 static void op_erofs_create(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m,
 			    struct fuse_file_info *fi)
 {
+	COUNT(OP_CREATE);
+	uint64_t d;
+	if (in_pycache(req, p, &d)) {
+		pyc_create(ctx_of(req)->pyc, req, d, n, m, fi);
+		return;
+	}
 	fuse_reply_err(req, EROFS);
 }
 static void op_erofs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 			   off_t off, struct fuse_file_info *fi)
 {
+	COUNT(OP_WRITE);
+	uint64_t px;
+	if (pyc_kind_of(ctx_of(req), ino, &px) == PYC_TMP) {
+		pyc_write(ctx_of(req)->pyc, req, ino, buf, size, off);
+		return;
+	}
 	fuse_reply_err(req, EROFS);
 }
 static void op_erofs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
@@ -310,6 +456,16 @@ static void op_erofs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 static void op_erofs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	fuse_reply_err(req, EROFS);
+}
+
+/* Python 3.11's open() asks isatty() of every file it opens: answered here
+ * (not left to libfuse's ENOSYS) only so that the counters see it. */
+static void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+		     struct fuse_file_info *fi, unsigned flags, const void *in_buf,
+		     size_t in_bufsz, size_t out_bufsz)
+{
+	COUNT(OP_IOCTL);
+	fuse_reply_err(req, ENOTTY);
 }
 
 /* getxattr/listxattr are left unset: the kernel then caches ENOSYS and stops
@@ -326,11 +482,12 @@ static const struct fuse_lowlevel_ops ops = {
 	.read = op_read,
 	.release = op_release,
 	.statfs = op_statfs,
+	.ioctl = op_ioctl,
 	.setattr = op_erofs_setattr,
 	.mknod = op_erofs_mknod,
 	.mkdir = op_erofs_mkdir,
 	.unlink = op_erofs_unlink,
-	.rmdir = op_erofs_unlink,
+	.rmdir = op_erofs_rmdir,
 	.symlink = op_erofs_symlink,
 	.rename = op_erofs_rename,
 	.link = op_erofs_link,
@@ -343,6 +500,28 @@ static const struct fuse_lowlevel_ops ops = {
 const struct fuse_lowlevel_ops *ops_get(void)
 {
 	return &ops;
+}
+
+/* Writes the counters and the fetch totals as JSON to $SITEFS_STATS_FILE. */
+static void write_stats(struct fs_ctx *ctx)
+{
+	const char *path = getenv("SITEFS_STATS_FILE");
+	if (!path || !*path)
+		return;
+	FILE *f = fopen(path, "we");
+	if (!f) {
+		log_warn("cannot write statistics to \"%s\": %m, ignoring", path);
+		return;
+	}
+	struct http_stats hs;
+	http_get_stats(ctx->http, &hs);
+	fprintf(f, "{\"requests\": %" PRIu64 ", \"wire_bytes\": %" PRIu64 ", \"ops\": {",
+		hs.requests, hs.wire_bytes);
+	for (int i = 0; i < OP_MAX; i++)
+		fprintf(f, "%s\"%s\": %" PRIu64, i ? ", " : "", op_names[i],
+			atomic_load(&op_count[i]));
+	fprintf(f, "}}\n");
+	fclose(f);
 }
 
 static void fuse_log_to_ours(enum fuse_log_level level, const char *fmt, va_list ap)
@@ -361,8 +540,10 @@ int fs_serve(struct fs_ctx *ctx, const char *mountpoint, const char *fuse_opts, 
 	if (debug)
 		fuse_opt_add_arg(&args, "-d");
 	/* root mounts serve every user: a shared environment for many workers */
-	char *o = xasprintf("ro,default_permissions,fsname=sitefs,subtype=sitefs%s%s%s",
-			    getuid() == 0 ? ",allow_other" : "", fuse_opts ? "," : "",
+	/* not "ro": __pycache__ takes Python's pyc writes (pyc.c); every other
+	 * write is refused by the handlers with EROFS */
+	char *o = xasprintf("%sdefault_permissions,fsname=sitefs,subtype=sitefs%s%s%s",
+			    ctx->pyc ? "" : "ro,", getuid() == 0 ? ",allow_other" : "", fuse_opts ? "," : "",
 			    fuse_opts ? fuse_opts : "");
 	fuse_opt_add_arg(&args, "-o");
 	fuse_opt_add_arg(&args, o);
@@ -399,6 +580,7 @@ int fs_serve(struct fs_ctx *ctx, const char *mountpoint, const char *fuse_opts, 
 	r = fuse_session_loop_mt(se, lc) < 0 ? -EIO : 0;
 	fuse_loop_cfg_destroy(lc);
 	fuse_session_unmount(se);
+	write_stats(ctx);
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_session:

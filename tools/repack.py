@@ -7,7 +7,14 @@ compiled module makes it a cp3X-cp3X-linux_<arch> wheel, else py3-none-any.
 Console scripts come from the egg-info's entry_points.txt when present.
 Deterministic: sorted entries, fixed timestamps.
 
-    repack.py OUTDIR PKG [PKG...]      prints one wheel path per line
+    repack.py OUTDIR PKG[+PKG...] [...]      prints one wheel path per line
+
+Debian splits some projects across packages (python3-pandas holds the
+egg-info and the Python files, python3-pandas-lib the extension modules):
+"python3-pandas+python3-pandas-lib" merges their files into one wheel, with
+the metadata of whichever part has a .dist-info/.egg-info.  Symlinks under
+dist-packages (matplotlib's mpl-data -> /usr/share/...) are followed: the
+wheel holds the files they point at, under the symlink's name.
 """
 import base64
 import hashlib
@@ -23,9 +30,25 @@ SITE = "/usr/lib/python3/dist-packages"
 EPOCH = (2024, 1, 1, 0, 0, 0)
 
 
-def dpkg_files(pkg):
-    out = subprocess.run(["dpkg", "-L", pkg], check=True, capture_output=True, text=True).stdout
-    return [p for p in out.splitlines() if p.startswith(SITE + "/")]
+def dpkg_files(pkgs):
+    out = []
+    for pkg in pkgs.split("+"):
+        text = subprocess.run(["dpkg", "-L", pkg], check=True, capture_output=True,
+                              text=True).stdout
+        out += [p for p in text.splitlines() if p.startswith(SITE + "/")]
+    return out
+
+
+def expand_links(files):
+    """Symlinked directories become the files below their targets (same rel name)."""
+    out = []
+    for p in files:
+        if os.path.islink(p) and os.path.isdir(p):
+            for dirpath, _, names in os.walk(p, followlinks=True):
+                out += [os.path.join(dirpath, n) for n in names]
+        else:
+            out.append(p)
+    return out
 
 
 def norm(name):
@@ -39,7 +62,7 @@ def parse_meta(text):
 
 
 def repack(pkg, outdir):
-    files = dpkg_files(pkg)
+    files = expand_links(dpkg_files(pkg))
     infos = sorted({os.path.relpath(p, SITE).split("/")[0] for p in files
                     if re.search(r"\.(dist|egg)-info(/|$)", p)})
     if not infos:
@@ -57,7 +80,7 @@ def repack(pkg, outdir):
     compiled = False
     for p in sorted(set(files)):
         rel = os.path.relpath(p, SITE)
-        if (not os.path.isfile(p) or os.path.islink(p) or "__pycache__" in rel
+        if (not os.path.isfile(p) or "__pycache__" in rel
                 or rel.split("/")[0] in infos or rel.endswith(".pth")):
             continue
         compiled |= rel.endswith(".so")
