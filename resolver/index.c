@@ -24,6 +24,10 @@
 
 #define PAGE_MAX (64u << 20)     /* a project page larger than this is hostile */
 #define METADATA_MAX (16u << 20) /* a METADATA file, likewise */
+/* Remote requests handed to the engine at once; the rest wait here.  Must
+ * not exceed the engine's connections per host: libcurl 7.88 can leave a
+ * transfer parked for a connection idle until its 1 s poll timeout. */
+#define INDEX_MAX_ACTIVE 16
 #define ACCEPT_SIMPLE                                                                              \
 	"application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "        \
 	"text/html;q=0.01"
@@ -224,7 +228,7 @@ static char *percent_decode(const char *s, size_t n)
 }
 
 /* Splits an absolute URL into the stored url (no fragment), the filename,
- * and a sha256 from a "#sha256=HEX" fragment. */
+ * and a sha256 from a "#sha256=HEX" fragment.  Takes abs (freed on error). */
 static int file_from_url(struct index_file *f, char *abs)
 {
 	char *frag = strchr(abs, '#');
@@ -240,12 +244,15 @@ static int file_from_url(struct index_file *f, char *abs)
 
 	while (seg > abs && seg[-1] != '/')
 		seg--;
-	if (seg == abs + plen)
+	if (seg == abs + plen) {
+		free(abs);
 		return -EINVAL;
+	}
 	f->filename = percent_decode(seg, (size_t)(abs + plen - seg));
 	if (!*f->filename || strchr(f->filename, '/')) {
 		free(f->filename);
 		f->filename = NULL;
+		free(abs);
 		return -EINVAL;
 	}
 	f->url = abs;
@@ -561,6 +568,13 @@ int index_parse_json(const char *base_url, const char *text, size_t len, struct 
 		json_tokener_free(tok);
 		return -EBADMSG;
 	}
+	for (size_t i = json_tokener_get_parse_end(tok); i < len; i++)
+		if (!isspace((unsigned char)text[i])) {
+			snprintf(err, errlen, "bad JSON: text after the object");
+			json_object_put(root);
+			json_tokener_free(tok);
+			return -EBADMSG;
+		}
 	json_tokener_free(tok);
 	if (!json_object_is_type(root, json_type_object) ||
 	    !json_object_object_get_ex(root, "files", &files) ||
@@ -648,6 +662,10 @@ int index_parse_metadata(struct index_file *f, const char *text, size_t len)
 			break; /* the body (description) follows */
 		if (line[0] == ' ' || line[0] == '\t') {
 			if (field && *field) {
+				while (n && (*line == ' ' || *line == '\t')) {
+					line++;
+					n--;
+				}
 				char *s = xasprintf("%s %.*s", *field, (int)n, line);
 
 				free(*field);
@@ -743,6 +761,8 @@ struct index_client {
 	bool fl_started;
 	struct index_stats stats;
 	int full_pending;
+	unsigned remote_active;                 /* submitted to the engine, not yet processed */
+	struct index_job *parked, *parked_tail; /* waiting for remote_active < INDEX_MAX_ACTIVE */
 };
 
 static void job_on_done(struct http_req *req, int result)
@@ -813,6 +833,18 @@ static void job_free(struct index_job *j)
 static void job_submit(struct index_client *c, struct index_job *j)
 {
 	c->inflight++;
+	if (http_is_remote(j->url)) {
+		if (c->remote_active >= INDEX_MAX_ACTIVE) {
+			j->next = NULL;
+			if (c->parked_tail)
+				c->parked_tail->next = j;
+			else
+				c->parked = j;
+			c->parked_tail = j;
+			return;
+		}
+		c->remote_active++;
+	}
 	int r = http_submit(c->e, &j->req);
 
 	if (r < 0) {
@@ -847,6 +879,18 @@ static void pump(struct index_client *c)
 			int r = j->submit_failed ? j->result : http_wait(&j->req);
 
 			c->inflight--;
+			if (http_is_remote(j->url)) {
+				c->remote_active--;
+				if (c->parked) { /* its turn: counted in inflight already */
+					struct index_job *q = c->parked;
+
+					c->parked = q->next;
+					if (!c->parked)
+						c->parked_tail = NULL;
+					c->inflight--;
+					job_submit(c, q);
+				}
+			}
 			process(c, j, r);
 			j = n;
 		}

@@ -299,22 +299,26 @@ static int req_line(struct reqfile *rf, const char *name, const char *dir, int l
 	char *rq = text;
 	_cleanup_free_ char *synth = NULL;
 
-	/* A bare path or URL of a wheel is a direct reference named by its file. */
-	if (str_endswith(rq, ".whl") || strstr(rq, ".whl#") ||
-	    ((is_url(rq) || strchr(rq, '/')) && !strchr(rq, '@') && !strchr(rq, ';'))) {
+	r.text = xstrdup(text);
+	/* Not PEP 508 but a path or URL: a wheel named by its file. */
+	if (pep508_req_parse(rq, &r.req, why, sizeof(why)) < 0 &&
+	    (is_url(rq) || strchr(rq, '/') || str_endswith(rq, ".whl"))) {
 		_cleanup_free_ char *proj = wheel_project(rq);
 
 		if (!proj) {
-			free(r.file);
-			return errf(err, errlen, name, line,
-				    "\"%s\": only wheels can be named by path or URL", rq);
+			rc = errf(err, errlen, name, line,
+				  "\"%s\": only wheels can be named by path or URL", rq);
+			goto fail;
 		}
-		_cleanup_free_ char *ref = resolve_path(dir, rq);
-		synth = xasprintf("%s @ %s", proj, ref);
+		_cleanup_free_ char *ref = resolve_path(dir, rq[0] == '.' && rq[1] == '/' ? rq + 2 : rq);
+		synth = xasprintf("%s @ %s%s", proj, ref[0] == '/' ? "file://" : "", ref);
 		rq = synth;
-	}
-	r.text = xstrdup(text);
-	if (pep508_req_parse(rq, &r.req, why, sizeof(why)) < 0) {
+		if (pep508_req_parse(rq, &r.req, why, sizeof(why)) < 0) {
+			rc = errf(err, errlen, name, line, "invalid requirement \"%s\": %s", text,
+				  why);
+			goto fail;
+		}
+	} else if (!r.req.name) {
 		rc = errf(err, errlen, name, line, "invalid requirement \"%s\": %s", text, why);
 		goto fail;
 	}

@@ -206,7 +206,11 @@ int lock_resolve(const struct lock_args *a, const struct interp *ip, const char 
 			.text = q->text, .where = xasprintf("%s:%d", q->file, q->line),
 			.req = &q->req, .constraint = q->constraint};
 	}
-	e = http_engine_new(NULL);
+	/* As many connections as the index client keeps requests in flight
+	 * (INDEX_MAX_ACTIVE), so curl never parks one waiting for a connection. */
+	struct http_opts ho = {.max_host_connections = 16};
+
+	e = http_engine_new(&ho);
 	if (!e) {
 		snprintf(err, errlen, "cannot start the fetch engine");
 		r = -EIO;
