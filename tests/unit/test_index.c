@@ -15,17 +15,17 @@ static const char *BASE = "https://idx.example/simple/demo/";
 static void test_join(void)
 {
 	static const char *const cases[][3] = {
-		{"https://h/simple/demo/", "../../p/x.whl", "https://h/p/x.whl"},
-		{"https://h/simple/demo/", "x.whl#sha256=ab", "https://h/simple/demo/x.whl#sha256=ab"},
-		{"https://h/simple/demo/", "/abs/x.whl", "https://h/abs/x.whl"},
-		{"https://h/simple/demo/", "//cdn/x.whl", "https://cdn/x.whl"},
-		{"https://h/simple/demo/", "http://o/x.whl", "http://o/x.whl"},
-		{"https://h:8080/a/b/c", "../d", "https://h:8080/a/d"},
-		{"https://u:p@h/simple/demo/", "../../f/x.whl", "https://u:p@h/f/x.whl"},
-		{"https://h/a/b/", "./c/./d/../e", "https://h/a/b/c/e"},
-		{"https://h/a/b/", "../../../x", "https://h/x"},
-		{"https://h", "x", "https://h/x"},
-		{"/srv/flat/index.html", "x.whl", "/srv/flat/x.whl"},
+	    {"https://h/simple/demo/", "../../p/x.whl", "https://h/p/x.whl"},
+	    {"https://h/simple/demo/", "x.whl#sha256=ab", "https://h/simple/demo/x.whl#sha256=ab"},
+	    {"https://h/simple/demo/", "/abs/x.whl", "https://h/abs/x.whl"},
+	    {"https://h/simple/demo/", "//cdn/x.whl", "https://cdn/x.whl"},
+	    {"https://h/simple/demo/", "http://o/x.whl", "http://o/x.whl"},
+	    {"https://h:8080/a/b/c", "../d", "https://h:8080/a/d"},
+	    {"https://u:p@h/simple/demo/", "../../f/x.whl", "https://u:p@h/f/x.whl"},
+	    {"https://h/a/b/", "./c/./d/../e", "https://h/a/b/c/e"},
+	    {"https://h/a/b/", "../../../x", "https://h/x"},
+	    {"https://h", "x", "https://h/x"},
+	    {"/srv/flat/index.html", "x.whl", "/srv/flat/x.whl"},
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
@@ -81,7 +81,8 @@ static void test_html(void)
 		CHECK(!f[1].has_sha256);
 
 		CHECK_STR(f[2].filename, "demo+x-3.0-py3-none-any.whl"); /* percent-decoded */
-		CHECK(f[2].has_metadata && f[2].has_metadata_sha256 && f[2].metadata_sha256[31] == 0xbb);
+		CHECK(f[2].has_metadata && f[2].has_metadata_sha256 &&
+		      f[2].metadata_sha256[31] == 0xbb);
 		CHECK(!f[2].has_sha256); /* md5 fragments are not hashes we use */
 
 		CHECK_STR(f[3].filename, "demo-4.0.tar.gz");
@@ -130,8 +131,12 @@ static void test_json(void)
 	free(text);
 
 	static const char *const bad[] = {
-		"", "[]", "{\"files\": 3}", "{\"meta\": {\"api-version\": \"2.0\"}, \"files\": []}",
-		"{\"files\": [", "{\"files\": []} trailing",
+	    "",
+	    "[]",
+	    "{\"files\": 3}",
+	    "{\"meta\": {\"api-version\": \"2.0\"}, \"files\": []}",
+	    "{\"files\": [",
+	    "{\"files\": []} trailing",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 		int r = index_parse_json(BASE, bad[i], strlen(bad[i]), &pg, err, sizeof(err));

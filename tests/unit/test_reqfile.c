@@ -43,23 +43,23 @@ static void test_main_file(void)
 	setenv("SITEFS_T_VER", "2.0", 1);
 	put("sub/more.txt", "# nested, relative to sub/\n-c cons.txt\nzeta\n");
 	put("sub/cons.txt", "delta<2\n");
-	char *main_txt = xasprintf(
-		"# comment\n"
-		"   # indented comment \\\n"
-		"alpha>=1.0 \\\n"
-		"   ; python_version >= '3'   # trailing comment\n"
-		"\n"
-		"-r sub/more.txt\n"
-		"--index-url https://idx.example/simple\n"
-		"--extra-index-url=https://second.example/simple\n"
-		"-f ./wheels\n"
-		"--pre\n"
-		"--trusted-host idx.example\n"
-		"beta==${SITEFS_T_VER} --hash=sha256:%s \\\n"
-		"    --hash sha256:%s\n"
-		"gamma[x, y] @ https://h.example/gamma-1.0-py3-none-any.whl#sha256=%s\n"
-		"./wheels/eta_pkg-1.0-py3-none-any.whl\n",
-		h1, h1, h1);
+	char *main_txt =
+	    xasprintf("# comment\n"
+		      "   # indented comment \\\n"
+		      "alpha>=1.0 \\\n"
+		      "   ; python_version >= '3'   # trailing comment\n"
+		      "\n"
+		      "-r sub/more.txt\n"
+		      "--index-url https://idx.example/simple\n"
+		      "--extra-index-url=https://second.example/simple\n"
+		      "-f ./wheels\n"
+		      "--pre\n"
+		      "--trusted-host idx.example\n"
+		      "beta==${SITEFS_T_VER} --hash=sha256:%s \\\n"
+		      "    --hash sha256:%s\n"
+		      "gamma[x, y] @ https://h.example/gamma-1.0-py3-none-any.whl#sha256=%s\n"
+		      "./wheels/eta_pkg-1.0-py3-none-any.whl\n",
+		      h1, h1, h1);
 	put("main.txt", main_txt);
 	free(main_txt);
 	CHECK_INT(load(&rf, "main.txt", err, sizeof(err)), 0);
@@ -133,8 +133,8 @@ static void test_cmdline(void)
 	struct reqfile rf = {0};
 	char err[256];
 
-	CHECK_INT(reqfile_add(&rf, "Foo.Bar[baz]>=1,<2; python_version>'3'", false, err, sizeof(err)),
-		  0);
+	CHECK_INT(
+	    reqfile_add(&rf, "Foo.Bar[baz]>=1,<2; python_version>'3'", false, err, sizeof(err)), 0);
 	CHECK_INT(reqfile_add(&rf, "--nope", false, err, sizeof(err)), -EINVAL);
 	CHECK_INT(rf.nreqs, 1);
 	reqfile_free(&rf);
