@@ -22,10 +22,14 @@
 #include "resolver/index.h"
 #include "resolver/tags.h"
 
-#define PAGE_MAX (64u << 20)     /* a project page larger than this is hostile */
+#define PAGE_MAX (64u << 20)	 /* a project page larger than this is hostile */
 #define METADATA_MAX (16u << 20) /* a METADATA file, likewise */
+/* Remote requests handed to the engine at once; the rest wait here.  Must
+ * not exceed the engine's connections per host: libcurl 7.88 can leave a
+ * transfer parked for a connection idle until its 1 s poll timeout. */
+#define INDEX_MAX_ACTIVE 16
 #define ACCEPT_SIMPLE                                                                              \
-	"application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "        \
+	"application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "         \
 	"text/html;q=0.01"
 
 /* ------------------------------------------------------------------ URLs */
@@ -93,7 +97,8 @@ char *index_url_join(const char *base, const char *ref)
 		if (ref[0] == '/')
 			return xstrdup(ref);
 		const char *slash = strrchr(base, '/');
-		char *r = slash ? xasprintf("%.*s/%s", (int)(slash - base), base, ref) : xstrdup(ref);
+		char *r =
+		    slash ? xasprintf("%.*s/%s", (int)(slash - base), base, ref) : xstrdup(ref);
 
 		return r;
 	}
@@ -211,8 +216,7 @@ static char *percent_decode(const char *s, size_t n)
 	char *out = xmalloc(n + 1), *o = out;
 
 	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 &&
-		    hexval(s[i + 2]) >= 0) {
+		if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
 			*o++ = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
 			i += 2;
 		} else {
@@ -224,7 +228,7 @@ static char *percent_decode(const char *s, size_t n)
 }
 
 /* Splits an absolute URL into the stored url (no fragment), the filename,
- * and a sha256 from a "#sha256=HEX" fragment. */
+ * and a sha256 from a "#sha256=HEX" fragment.  Takes abs (freed on error). */
 static int file_from_url(struct index_file *f, char *abs)
 {
 	char *frag = strchr(abs, '#');
@@ -240,12 +244,15 @@ static int file_from_url(struct index_file *f, char *abs)
 
 	while (seg > abs && seg[-1] != '/')
 		seg--;
-	if (seg == abs + plen)
+	if (seg == abs + plen) {
+		free(abs);
 		return -EINVAL;
+	}
 	f->filename = percent_decode(seg, (size_t)(abs + plen - seg));
 	if (!*f->filename || strchr(f->filename, '/')) {
 		free(f->filename);
 		f->filename = NULL;
+		free(abs);
 		return -EINVAL;
 	}
 	f->url = abs;
@@ -346,7 +353,8 @@ static char *entity_decode(const char *s, size_t n)
 			size_t k = hex ? 2 : 1;
 
 			for (; k < el && cp < 0x110000; k++) {
-				int d = hex ? hexval(e[k]) : (isdigit((unsigned char)e[k]) ? e[k] - '0' : -1);
+				int d = hex ? hexval(e[k])
+					    : (isdigit((unsigned char)e[k]) ? e[k] - '0' : -1);
 
 				if (d < 0)
 					break;
@@ -394,7 +402,8 @@ static size_t html_attrs(const char **pp, const char *end, struct html_attr *out
 		}
 		struct html_attr a = {.name = p};
 
-		while (p < end && !isspace((unsigned char)*p) && *p != '=' && *p != '>' && *p != '/')
+		while (p < end && !isspace((unsigned char)*p) && *p != '=' && *p != '>' &&
+		       *p != '/')
 			p++;
 		a.nlen = (size_t)(p - a.name);
 		while (p < end && isspace((unsigned char)*p))
@@ -533,8 +542,8 @@ static void json_metadata(struct index_file *f, struct json_object *v)
 	f->has_metadata = true;
 	struct json_object *h;
 
-	if (json_object_object_get_ex(v, "sha256", &h) && json_object_is_type(h, json_type_string) &&
-	    json_object_get_string_len(h) == 64 &&
+	if (json_object_object_get_ex(v, "sha256", &h) &&
+	    json_object_is_type(h, json_type_string) && json_object_get_string_len(h) == 64 &&
 	    hex_decode(json_object_get_string(h), f->metadata_sha256, 32) == 0)
 		f->has_metadata_sha256 = true;
 }
@@ -561,6 +570,13 @@ int index_parse_json(const char *base_url, const char *text, size_t len, struct 
 		json_tokener_free(tok);
 		return -EBADMSG;
 	}
+	for (size_t i = json_tokener_get_parse_end(tok); i < len; i++)
+		if (!isspace((unsigned char)text[i])) {
+			snprintf(err, errlen, "bad JSON: text after the object");
+			json_object_put(root);
+			json_tokener_free(tok);
+			return -EBADMSG;
+		}
 	json_tokener_free(tok);
 	if (!json_object_is_type(root, json_type_object) ||
 	    !json_object_object_get_ex(root, "files", &files) ||
@@ -569,7 +585,8 @@ int index_parse_json(const char *base_url, const char *text, size_t len, struct 
 		rc = -EBADMSG;
 		goto out;
 	}
-	if (json_object_object_get_ex(root, "meta", &v) && json_object_is_type(v, json_type_object)) {
+	if (json_object_object_get_ex(root, "meta", &v) &&
+	    json_object_is_type(v, json_type_object)) {
 		struct json_object *av;
 
 		if (json_object_object_get_ex(v, "api-version", &av) &&
@@ -586,20 +603,23 @@ int index_parse_json(const char *base_url, const char *text, size_t len, struct 
 		struct index_file f = {0};
 
 		if (!json_object_is_type(o, json_type_object) ||
-		    !json_object_object_get_ex(o, "url", &u) || !json_object_is_type(u, json_type_string))
+		    !json_object_object_get_ex(o, "url", &u) ||
+		    !json_object_is_type(u, json_type_string))
 			continue;
 		if (file_from_url(&f, index_url_join(base_url, json_object_get_string(u))) < 0) {
 			index_file_clear(&f);
 			continue;
 		}
 		if (json_object_object_get_ex(o, "filename", &v) &&
-		    json_object_is_type(v, json_type_string) && !strchr(json_object_get_string(v), '/') &&
-		    json_object_get_string_len(v) > 0) {
+		    json_object_is_type(v, json_type_string) &&
+		    !strchr(json_object_get_string(v), '/') && json_object_get_string_len(v) > 0) {
 			free(f.filename);
 			f.filename = xstrdup(json_object_get_string(v));
 		}
-		if (json_object_object_get_ex(o, "hashes", &v) && json_object_is_type(v, json_type_object) &&
-		    json_object_object_get_ex(v, "sha256", &h) && json_object_is_type(h, json_type_string) &&
+		if (json_object_object_get_ex(o, "hashes", &v) &&
+		    json_object_is_type(v, json_type_object) &&
+		    json_object_object_get_ex(v, "sha256", &h) &&
+		    json_object_is_type(h, json_type_string) &&
 		    json_object_get_string_len(h) == 64 &&
 		    hex_decode(json_object_get_string(h), f.sha256, 32) == 0)
 			f.has_sha256 = true;
@@ -613,8 +633,8 @@ int index_parse_json(const char *base_url, const char *text, size_t len, struct 
 		if (json_object_object_get_ex(o, "core-metadata", &v) ||
 		    json_object_object_get_ex(o, "dist-info-metadata", &v))
 			json_metadata(&f, v);
-		if (json_object_object_get_ex(o, "size", &v) && json_object_is_type(v, json_type_int) &&
-		    json_object_get_int64(v) > 0)
+		if (json_object_object_get_ex(o, "size", &v) &&
+		    json_object_is_type(v, json_type_int) && json_object_get_int64(v) > 0)
 			f.size = (uint64_t)json_object_get_int64(v);
 		page_push(ret, &f);
 	}
@@ -648,6 +668,10 @@ int index_parse_metadata(struct index_file *f, const char *text, size_t len)
 			break; /* the body (description) follows */
 		if (line[0] == ' ' || line[0] == '\t') {
 			if (field && *field) {
+				while (n && (*line == ' ' || *line == '\t')) {
+					line++;
+					n--;
+				}
 				char *s = xasprintf("%s %.*s", *field, (int)n, line);
 
 				free(*field);
@@ -738,11 +762,13 @@ struct index_client {
 	unsigned inflight;
 	struct index_project **projects;
 	size_t nprojects, cap;
-	struct index_page fl;	  /* files of every find-links source */
-	size_t fl_pending;	  /* find-links pages not yet in */
+	struct index_page fl; /* files of every find-links source */
+	size_t fl_pending;    /* find-links pages not yet in */
 	bool fl_started;
 	struct index_stats stats;
 	int full_pending;
+	unsigned remote_active;			/* submitted to the engine, not yet processed */
+	struct index_job *parked, *parked_tail; /* waiting for remote_active < INDEX_MAX_ACTIVE */
 };
 
 static void job_on_done(struct http_req *req, int result)
@@ -813,6 +839,18 @@ static void job_free(struct index_job *j)
 static void job_submit(struct index_client *c, struct index_job *j)
 {
 	c->inflight++;
+	if (http_is_remote(j->url)) {
+		if (c->remote_active >= INDEX_MAX_ACTIVE) {
+			j->next = NULL;
+			if (c->parked_tail)
+				c->parked_tail->next = j;
+			else
+				c->parked = j;
+			c->parked_tail = j;
+			return;
+		}
+		c->remote_active++;
+	}
 	int r = http_submit(c->e, &j->req);
 
 	if (r < 0) {
@@ -847,6 +885,18 @@ static void pump(struct index_client *c)
 			int r = j->submit_failed ? j->result : http_wait(&j->req);
 
 			c->inflight--;
+			if (http_is_remote(j->url)) {
+				c->remote_active--;
+				if (c->parked) { /* its turn: counted in inflight already */
+					struct index_job *q = c->parked;
+
+					c->parked = q->next;
+					if (!c->parked)
+						c->parked_tail = NULL;
+					c->inflight--;
+					job_submit(c, q);
+				}
+			}
 			process(c, j, r);
 			j = n;
 		}
@@ -1165,7 +1215,8 @@ static const struct zip_entry *find_metadata(const struct zip_cd *cd, const char
 /* Inflates the METADATA entry from buf (file bytes from buf_off) if it is
  * all there.  1 done, 0 need a request, <0 error. */
 static int meta_from_buf(struct index_client *c, struct index_project *p, struct index_file *f,
-			 const struct zip_entry *e, const uint8_t *buf, size_t len, uint64_t buf_off)
+			 const struct zip_entry *e, const uint8_t *buf, size_t len,
+			 uint64_t buf_off)
 {
 	uint64_t data_off;
 	char err[256];
@@ -1207,9 +1258,10 @@ static void process_meta(struct index_client *c, struct index_job *j, int r)
 
 			sha256_buf(j->body.data, j->body.len, sha);
 			if (f->has_metadata_sha256 && memcmp(sha, f->metadata_sha256, 32)) {
-				meta_done(c, p, f, NULL, 0, -EBADMSG,
-					  "\"%s.metadata\" does not match the sha256 the index gives",
-					  f->url);
+				meta_done(
+				    c, p, f, NULL, 0, -EBADMSG,
+				    "\"%s.metadata\" does not match the sha256 the index gives",
+				    f->url);
 				return;
 			}
 			size_t n;
@@ -1285,8 +1337,9 @@ static void process_meta(struct index_client *c, struct index_job *j, int r)
 			if (r < 0)
 				meta_done(c, p, f, NULL, 0, r, "METADATA: %s", strerror(-r));
 			else if (r == 0) {
-				struct index_job *k = job_new(c, JOB_ENTRY, f->url, e->lho,
-							      MIN(zipcd_span_guess(e), f->size - e->lho));
+				struct index_job *k =
+				    job_new(c, JOB_ENTRY, f->url, e->lho,
+					    MIN(zipcd_span_guess(e), f->size - e->lho));
 
 				k->p = p;
 				k->f = f;
@@ -1368,10 +1421,7 @@ void index_metadata_start(struct index_client *c, struct index_project *p, struc
 	}
 }
 
-static bool meta_ready(void *arg)
-{
-	return ((struct index_file *)arg)->meta_state == META_DONE;
-}
+static bool meta_ready(void *arg) { return ((struct index_file *)arg)->meta_state == META_DONE; }
 
 int index_metadata_wait(struct index_client *c, struct index_project *p, struct index_file *f)
 {
@@ -1404,10 +1454,7 @@ static void process_full(struct index_client *c, struct index_job *j, int r)
 	f->size = j->nbytes;
 }
 
-static bool full_ready(void *arg)
-{
-	return ((struct index_client *)arg)->full_pending == 0;
-}
+static bool full_ready(void *arg) { return ((struct index_client *)arg)->full_pending == 0; }
 
 int index_complete_files(struct index_client *c, struct index_file **files, size_t n, char *err,
 			 size_t errlen)
@@ -1437,8 +1484,8 @@ int index_complete_files(struct index_client *c, struct index_file **files, size
 		return r;
 	for (size_t i = 0; i < n; i++)
 		if (files[i]->meta_err < 0 || !files[i]->size) {
-			snprintf(err, errlen, "%s", files[i]->meta_errmsg ? files[i]->meta_errmsg
-									  : "size unknown");
+			snprintf(err, errlen, "%s",
+				 files[i]->meta_errmsg ? files[i]->meta_errmsg : "size unknown");
 			return files[i]->meta_err < 0 ? files[i]->meta_err : -EBADMSG;
 		}
 	return 0;
@@ -1448,7 +1495,8 @@ static void process(struct index_client *c, struct index_job *j, int r)
 {
 	if (j->too_big && r < 0) {
 		r = -EFBIG;
-		snprintf(j->req.err, sizeof(j->req.err), "answer larger than %zu bytes", j->max_body);
+		snprintf(j->req.err, sizeof(j->req.err), "answer larger than %zu bytes",
+			 j->max_body);
 	}
 	switch (j->kind) {
 	case JOB_PAGE:
@@ -1545,10 +1593,7 @@ struct index_client *index_client_new(const struct index_config *cfg, struct htt
 	return c;
 }
 
-static bool nothing_inflight(void *arg)
-{
-	return ((struct index_client *)arg)->inflight == 0;
-}
+static bool nothing_inflight(void *arg) { return ((struct index_client *)arg)->inflight == 0; }
 
 struct index_client *index_client_free(struct index_client *c)
 {
@@ -1591,7 +1636,4 @@ struct index_client *index_client_free(struct index_client *c)
 	return NULL;
 }
 
-void index_get_stats(const struct index_client *c, struct index_stats *ret)
-{
-	*ret = c->stats;
-}
+void index_get_stats(const struct index_client *c, struct index_stats *ret) { *ret = c->stats; }

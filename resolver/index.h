@@ -35,27 +35,27 @@
 struct http_engine;
 
 struct index_file {
-	char *filename;        /* last URL path segment, percent-decoded */
-	char *url;             /* absolute, without fragment */
+	char *filename; /* last URL path segment, percent-decoded */
+	char *url;	/* absolute, without fragment */
 	uint8_t sha256[32];
 	bool has_sha256;
 	char *requires_python; /* data-requires-python / "requires-python", or NULL */
-	bool yanked;           /* PEP 592 */
+	bool yanked;	       /* PEP 592 */
 	bool has_metadata;     /* PEP 658/714: url + ".metadata" exists */
 	uint8_t metadata_sha256[32];
 	bool has_metadata_sha256;
-	uint64_t size;         /* PEP 700 "size", or learned while reading; 0 = unknown */
-	bool find_links;       /* from --find-links, not from an index */
+	uint64_t size;	 /* PEP 700 "size", or learned while reading; 0 = unknown */
+	bool find_links; /* from --find-links, not from an index */
 
 	/* Filled by the client once the metadata has been read. */
-	int meta_state;        /* private */
-	int meta_err;          /* 0, or -errno (meta_errmsg says why) */
+	int meta_state; /* private */
+	int meta_err;	/* 0, or -errno (meta_errmsg says why) */
 	char *meta_errmsg;
-	char *metadata;        /* the METADATA text */
-	char **requires_dist;  /* Requires-Dist values */
+	char *metadata;	      /* the METADATA text */
+	char **requires_dist; /* Requires-Dist values */
 	size_t nrequires_dist;
 	char *meta_requires_python; /* Requires-Python of the metadata, or NULL */
-	char *meta_version;         /* Version of the metadata */
+	char *meta_version;	    /* Version of the metadata */
 };
 
 struct index_page {
@@ -84,11 +84,11 @@ char *index_redact(const char *url);
 int index_parse_metadata(struct index_file *f, const char *text, size_t len);
 
 struct index_project {
-	char *name;            /* PEP 503 normalized */
-	const char *index_url; /* the index that served it (borrowed from the config), or NULL */
+	char *name;		  /* PEP 503 normalized */
+	const char *index_url;	  /* the index that served it (borrowed from the config), or NULL */
 	struct index_file *files; /* stable once ready: the client never moves them */
 	size_t nfiles;
-	int err;               /* 0, or -errno when no index could be asked (message in errmsg) */
+	int err; /* 0, or -errno when no index could be asked (message in errmsg) */
 	char errmsg[256];
 	void *priv;
 };
@@ -106,7 +106,7 @@ struct index_config {
 	size_t nindex;
 	const char *const *find_links; /* directories or URLs of HTML pages */
 	size_t nfind_links;
-	const char *cache_dir;         /* metadata cache; NULL = none */
+	const char *cache_dir; /* metadata cache; NULL = none */
 	struct index_hooks hooks;
 };
 

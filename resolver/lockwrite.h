@@ -10,12 +10,12 @@
 #include <stdint.h>
 
 struct lockwrite_pkg {
-	const char *name;     /* normalized */
+	const char *name; /* normalized */
 	const char *version;
-	const char *index;    /* index URL, or NULL (find-links, direct reference) */
+	const char *index; /* index URL, or NULL (find-links, direct reference) */
 	const char *filename;
-	const char *url;      /* http(s):// URL, or NULL */
-	const char *path;     /* absolute local path, or NULL */
+	const char *url;  /* http(s):// URL, or NULL */
+	const char *path; /* absolute local path, or NULL */
 	uint64_t size;
 	uint8_t sha256[32];
 };
@@ -23,7 +23,7 @@ struct lockwrite_pkg {
 struct lockwrite_meta {
 	const char *environment;     /* a PEP 508 marker the lock was made for, or NULL */
 	const char *requires_python; /* or NULL */
-	const char *created_by;      /* NULL: "sitefs" */
+	const char *created_by;	     /* NULL: "sitefs" */
 };
 
 /* Returns the TOML text (caller frees). */

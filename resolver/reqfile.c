@@ -209,9 +209,9 @@ static int option_line(struct reqfile *rf, struct reqfile_stack *st, const char 
 			if (!v)
 				return errf(err, errlen, name, line, "%s needs a file", a);
 			if (is_url(v))
-				return errf(err, errlen, name, line,
-					    "requirements files from URLs (\"%s\") are not supported",
-					    v);
+				return errf(
+				    err, errlen, name, line,
+				    "requirements files from URLs (\"%s\") are not supported", v);
 			_cleanup_free_ char *p = resolve_path(dir, v);
 			/* A file named with -c inside a -c file is still constraints. */
 			int r = load_file(rf, st, p, is_c, name, line, err, errlen);
@@ -299,22 +299,27 @@ static int req_line(struct reqfile *rf, const char *name, const char *dir, int l
 	char *rq = text;
 	_cleanup_free_ char *synth = NULL;
 
-	/* A bare path or URL of a wheel is a direct reference named by its file. */
-	if (str_endswith(rq, ".whl") || strstr(rq, ".whl#") ||
-	    ((is_url(rq) || strchr(rq, '/')) && !strchr(rq, '@') && !strchr(rq, ';'))) {
+	r.text = xstrdup(text);
+	/* Not PEP 508 but a path or URL: a wheel named by its file. */
+	if (pep508_req_parse(rq, &r.req, why, sizeof(why)) < 0 &&
+	    (is_url(rq) || strchr(rq, '/') || str_endswith(rq, ".whl"))) {
 		_cleanup_free_ char *proj = wheel_project(rq);
 
 		if (!proj) {
-			free(r.file);
-			return errf(err, errlen, name, line,
-				    "\"%s\": only wheels can be named by path or URL", rq);
+			rc = errf(err, errlen, name, line,
+				  "\"%s\": only wheels can be named by path or URL", rq);
+			goto fail;
 		}
-		_cleanup_free_ char *ref = resolve_path(dir, rq);
-		synth = xasprintf("%s @ %s", proj, ref);
+		_cleanup_free_ char *ref =
+		    resolve_path(dir, rq[0] == '.' && rq[1] == '/' ? rq + 2 : rq);
+		synth = xasprintf("%s @ %s%s", proj, ref[0] == '/' ? "file://" : "", ref);
 		rq = synth;
-	}
-	r.text = xstrdup(text);
-	if (pep508_req_parse(rq, &r.req, why, sizeof(why)) < 0) {
+		if (pep508_req_parse(rq, &r.req, why, sizeof(why)) < 0) {
+			rc = errf(err, errlen, name, line, "invalid requirement \"%s\": %s", text,
+				  why);
+			goto fail;
+		}
+	} else if (!r.req.name) {
 		rc = errf(err, errlen, name, line, "invalid requirement \"%s\": %s", text, why);
 		goto fail;
 	}
@@ -365,8 +370,7 @@ fail:
 }
 
 static int parse_text(struct reqfile *rf, struct reqfile_stack *st, const char *name,
-		      const char *dir, const char *text, bool constraint, char *err,
-		      size_t errlen)
+		      const char *dir, const char *text, bool constraint, char *err, size_t errlen)
 {
 	struct buf logical;
 	int lineno = 0, first = 0, rc = 0;
@@ -419,7 +423,8 @@ static int load_file(struct reqfile *rf, struct reqfile_stack *st, const char *p
 	int r;
 
 	if (st->depth == REQFILE_MAX_DEPTH)
-		return from ? errf(err, errlen, from, from_line, "requirements files nested too deep")
+		return from ? errf(err, errlen, from, from_line,
+				   "requirements files nested too deep")
 			    : -ELOOP;
 	if (realpath(path, abs))
 		for (int i = 0; i < st->depth; i++)
@@ -443,8 +448,7 @@ static int load_file(struct reqfile *rf, struct reqfile_stack *st, const char *p
 	return r;
 }
 
-int reqfile_load(struct reqfile *rf, const char *path, bool constraint, char *err,
-		 size_t errlen)
+int reqfile_load(struct reqfile *rf, const char *path, bool constraint, char *err, size_t errlen)
 {
 	struct reqfile_stack st = {.depth = 0};
 
@@ -459,8 +463,7 @@ int reqfile_parse(struct reqfile *rf, const char *name, const char *dir, const c
 	return parse_text(rf, &st, name, dir, text, constraint, err, errlen);
 }
 
-int reqfile_add(struct reqfile *rf, const char *text, bool constraint, char *err,
-		size_t errlen)
+int reqfile_add(struct reqfile *rf, const char *text, bool constraint, char *err, size_t errlen)
 {
 	char cwd[PATH_MAX];
 	_cleanup_free_ char *t = xstrdup(text);

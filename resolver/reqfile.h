@@ -19,22 +19,22 @@
 #include "resolver/pep508.h"
 
 struct reqfile_req {
-	char *text;           /* the requirement as written (after ${VAR} expansion) */
-	char *file;           /* where it came from ("<command line>" for arguments) */
+	char *text; /* the requirement as written (after ${VAR} expansion) */
+	char *file; /* where it came from ("<command line>" for arguments) */
 	int line;
-	bool constraint;      /* from a -c file: restricts, never adds a project */
+	bool constraint;       /* from a -c file: restricts, never adds a project */
 	struct pep508_req req; /* url: absolute URL or absolute path for direct references */
-	char **sha256;        /* --hash=sha256:HEX values (lower-case hex); may be empty */
+	char **sha256;	       /* --hash=sha256:HEX values (lower-case hex); may be empty */
 	size_t nsha256;
 };
 
 struct reqfile {
 	struct reqfile_req *reqs; /* requirements and constraints in file order */
 	size_t nreqs;
-	char *index_url;          /* last -i/--index-url seen, or NULL */
+	char *index_url; /* last -i/--index-url seen, or NULL */
 	char **extra_index_urls;
 	size_t nextra_index_urls;
-	char **find_links;        /* URLs, or absolute directory paths */
+	char **find_links; /* URLs, or absolute directory paths */
 	size_t nfind_links;
 	bool no_index, pre;
 };
@@ -42,15 +42,13 @@ struct reqfile {
 /* Reads path (and the files it names) and appends to rf (zero it first).
  * constraint: the file was given with -c.  Returns 0, -ENOENT/-EACCES for an
  * unreadable top-level file, -EINVAL/-ELOOP with "FILE:LINE: ..." in err. */
-int reqfile_load(struct reqfile *rf, const char *path, bool constraint, char *err,
-		 size_t errlen);
+int reqfile_load(struct reqfile *rf, const char *path, bool constraint, char *err, size_t errlen);
 /* Parses text as the contents of a requirements file named name whose
  * relative paths resolve against dir.  Same returns as reqfile_load. */
 int reqfile_parse(struct reqfile *rf, const char *name, const char *dir, const char *text,
 		  bool constraint, char *err, size_t errlen);
 /* Adds one requirement given on the command line.  0 or -EINVAL. */
-int reqfile_add(struct reqfile *rf, const char *text, bool constraint, char *err,
-		size_t errlen);
+int reqfile_add(struct reqfile *rf, const char *text, bool constraint, char *err, size_t errlen);
 void reqfile_free(struct reqfile *rf);
 
 #endif

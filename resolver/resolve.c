@@ -116,8 +116,11 @@ static void cons_push(struct rs *s, int pkg, struct pep440_spec *spec, char *tex
 	struct rpkg *p = &s->pkgs[pkg];
 
 	GROW(p->cons, p->ncons, p->capcons);
-	p->cons[p->ncons++] = (struct rcons){.spec = spec, .text = text, .src = src,
-					     .where = where, .only_constraint = only_constraint,
+	p->cons[p->ncons++] = (struct rcons){.spec = spec,
+					     .text = text,
+					     .src = src,
+					     .where = where,
+					     .only_constraint = only_constraint,
 					     .pins = spec_pins(text + strlen(p->key))};
 	GROW(s->log, s->nlog, s->caplog);
 	s->log[s->nlog++] = pkg;
@@ -144,8 +147,8 @@ static int load(struct rs *s, struct rpkg *p)
 {
 	if (p->loaded)
 		return 0;
-	int r = s->pv->candidates(s->pv->ud, p->name, &p->cands, &p->ncands, s->err,
-				  sizeof(s->err));
+	int r =
+	    s->pv->candidates(s->pv->ud, p->name, &p->cands, &p->ncands, s->err, sizeof(s->err));
 
 	if (r < 0)
 		return r;
@@ -275,8 +278,9 @@ static void cons_str(const struct rs *s, const struct rcons *c, struct buf *b)
 
 static const char *cannot_phrase(size_t n)
 {
-	return n == 1 ? "cannot be installed"
-		      : n == 2 ? "cannot both be installed" : "cannot all be installed together";
+	return n == 1	? "cannot be installed"
+	       : n == 2 ? "cannot both be installed"
+			: "cannot all be installed together";
 }
 
 static void add_cause(int *cause, size_t *n, int dec)
@@ -458,8 +462,8 @@ static int add_req(struct rs *s, const struct pep508_req *rq, int src, const cha
 			  only_constraint);
 		const struct rpkg *p = &s->pkgs[pk];
 
-		if (p->decided >= 0 &&
-		    !pep440_spec_contains(spec, p->cands[p->decided].v, true) && clash < 0)
+		if (p->decided >= 0 && !pep440_spec_contains(spec, p->cands[p->decided].v, true) &&
+		    clash < 0)
 			clash = p->decision;
 	}
 	return clash;
@@ -478,8 +482,8 @@ static int add_deps(struct rs *s, int dec)
 
 	if (p->extra) {
 		/* "name[x] V" needs "name == V" */
-		struct pep508_req self = {.name = p->name,
-					  .specifier = xasprintf("==%s", p->cands[d->cand].version)};
+		struct pep508_req self = {
+		    .name = p->name, .specifier = xasprintf("==%s", p->cands[d->cand].version)};
 
 		r = add_req(s, &self, dec, NULL, false);
 		free(self.specifier);
@@ -522,7 +526,8 @@ static int add_deps(struct rs *s, int dec)
 static void explain(struct rs *s, size_t root, struct buf *b)
 {
 	/* post-order over the nogoods used, each once */
-	size_t *stack = xcalloc(s->nng + 1, sizeof(size_t)), *iter = xcalloc(s->nng + 1, sizeof(size_t));
+	size_t *stack = xcalloc(s->nng + 1, sizeof(size_t)),
+	       *iter = xcalloc(s->nng + 1, sizeof(size_t));
 	bool *seen = xcalloc(s->nng + 1, sizeof(bool));
 	size_t sp = 0, lines = 0, skipped = 0;
 
@@ -567,7 +572,8 @@ static void explain(struct rs *s, size_t root, struct buf *b)
 
 static int cmp_pick(const void *a, const void *b)
 {
-	return strcmp(((const struct resolve_pick *)a)->name, ((const struct resolve_pick *)b)->name);
+	return strcmp(((const struct resolve_pick *)a)->name,
+		      ((const struct resolve_pick *)b)->name);
 }
 
 static void rs_free(struct rs *s)
@@ -680,7 +686,8 @@ int resolve_run(const struct resolve_provider *pv, const struct resolve_input *i
 					buf_puts(&why, q->cons[i].text);
 					break;
 				}
-			buf_printf(&why, ", but %s %s was chosen", q->key, q->cands[q->decided].version);
+			buf_printf(&why, ", but %s %s was chosen", q->key,
+				   q->cands[q->decided].version);
 			g->n = 2;
 			g->lits = xcalloc(2, sizeof(*g->lits));
 			g->lits[0] = (struct lit){o->pkg, o->cand};
@@ -691,7 +698,8 @@ int resolve_run(const struct resolve_provider *pv, const struct resolve_input *i
 			for (size_t i = 0; i < 2; i++) {
 				struct rpkg *t = &s.pkgs[g->lits[i].pkg];
 
-				t->nogoods = xrealloc(t->nogoods, (t->nnogoods + 1) * sizeof(size_t));
+				t->nogoods =
+				    xrealloc(t->nogoods, (t->nnogoods + 1) * sizeof(size_t));
 				t->nogoods[t->nnogoods++] = s.nng;
 				t->activity++;
 			}

@@ -34,10 +34,10 @@
 #include "resolver/pep508.h"
 
 struct resolve_candidate {
-	const char *version;		 /* as the project spells it */
-	const struct pep440_version *v;	 /* parsed (owned by the provider) */
+	const char *version;		/* as the project spells it */
+	const struct pep440_version *v; /* parsed (owned by the provider) */
 	bool yanked;
-	const char *unusable;		 /* why it cannot be installed, or NULL */
+	const char *unusable; /* why it cannot be installed, or NULL */
 };
 
 struct resolve_provider {
@@ -58,23 +58,23 @@ struct resolve_provider {
 };
 
 struct resolve_input {
-	const char *text;	     /* as written, for messages */
-	const char *where;	     /* "req.txt:3", for messages */
+	const char *text;	      /* as written, for messages */
+	const char *where;	      /* "req.txt:3", for messages */
 	const struct pep508_req *req; /* markers already known to apply */
-	bool constraint;	     /* -c: restricts, never adds */
+	bool constraint;	      /* -c: restricts, never adds */
 };
 
 struct resolve_opts {
-	bool pre;		/* --pre */
-	pep508_env_fn env;	/* marker environment (without "extra") */
+	bool pre;	   /* --pre */
+	pep508_env_fn env; /* marker environment (without "extra") */
 	void *env_ud;
-	size_t max_steps;	/* 0: default (200000 decisions) */
+	size_t max_steps; /* 0: default (200000 decisions) */
 };
 
 struct resolve_pick {
-	char *name;	/* normalized project name */
-	size_t idx;	/* candidate index */
-	char *version;	/* copy of the candidate's version */
+	char *name;    /* normalized project name */
+	size_t idx;    /* candidate index */
+	char *version; /* copy of the candidate's version */
 };
 
 struct resolve_result {

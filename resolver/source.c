@@ -28,8 +28,8 @@ struct sproj {
 	struct resolve_candidate *rc; /* the view handed to the resolver */
 	bool built;
 	struct index_file *direct; /* a direct reference (owned), or NULL */
-	struct pep440_spec *hint; /* top-level specifier, for prefetching */
-	char **hashes;		  /* --hash values (hex), borrowed from rf */
+	struct pep440_spec *hint;  /* top-level specifier, for prefetching */
+	char **hashes;		   /* --hash values (hex), borrowed from rf */
 	size_t nhashes;
 	bool has_hashes;
 };
@@ -123,7 +123,8 @@ static void build(struct source *s, struct sproj *sp)
 		} else {
 			/* sdists: "name-1.0.tar.gz" / ".zip"; only to say why not */
 			const char *ext = str_endswith(f->filename, ".tar.gz") ? ".tar.gz"
-					  : str_endswith(f->filename, ".zip") ? ".zip" : NULL;
+					  : str_endswith(f->filename, ".zip")  ? ".zip"
+									       : NULL;
 			const char *dash = strrchr(f->filename, '-');
 
 			if (!ext || !dash)
@@ -180,8 +181,9 @@ static void build(struct source *s, struct sproj *sp)
 
 		if (!c->f) {
 			if (best[k].sdist_only)
-				c->why = xstrdup("has only a source distribution (sitefs installs wheels "
-						 "only)");
+				c->why = xstrdup(
+				    "has only a source distribution (sitefs installs wheels "
+				    "only)");
 			else if (best[k].wrong_hash)
 				c->why = xstrdup("has no wheel matching the --hash values");
 			else if (best[k].wrong_python)
@@ -198,7 +200,8 @@ static void build(struct source *s, struct sproj *sp)
 	for (size_t k = 0; k < sp->ncands; k++) {
 		struct scand *c = &sp->cands[k];
 
-		sp->rc[k] = (struct resolve_candidate){.version = c->version, .v = c->v,
+		sp->rc[k] = (struct resolve_candidate){.version = c->version,
+						       .v = c->v,
 						       .yanked = c->f && c->f->yanked,
 						       .unusable = c->why};
 	}
@@ -276,7 +279,8 @@ static int project_of(struct source *s, const char *name, struct sproj **ret, ch
 		int r = index_project_wait(s->ic, sp->p);
 
 		if (r < 0) {
-			snprintf(err, errlen, "%s", sp->p->errmsg[0] ? sp->p->errmsg : strerror(-r));
+			snprintf(err, errlen, "%s",
+				 sp->p->errmsg[0] ? sp->p->errmsg : strerror(-r));
 			return r;
 		}
 		if (!sp->built)
@@ -299,8 +303,8 @@ static int pv_candidates(void *ud, const char *name, const struct resolve_candid
 	return 0;
 }
 
-static int pv_deps(void *ud, const char *name, size_t idx, const char *const **ret,
-		   size_t *ret_n, char *err, size_t errlen)
+static int pv_deps(void *ud, const char *name, size_t idx, const char *const **ret, size_t *ret_n,
+		   char *err, size_t errlen)
 {
 	struct source *s = ud;
 	struct sproj *sp;
@@ -375,8 +379,10 @@ struct source *source_new(const struct interp *ip, const struct reqfile *rf, boo
 	const char *pv = interp_marker(ip, "python_full_version");
 
 	s->pyver = pv ? pep440_parse(pv) : NULL;
-	s->pv = (struct resolve_provider){.ud = s, .candidates = pv_candidates,
-					  .dependencies = pv_deps, .hint = pv_hint,
+	s->pv = (struct resolve_provider){.ud = s,
+					  .candidates = pv_candidates,
+					  .dependencies = pv_deps,
+					  .hint = pv_hint,
 					  .hint_candidate = pv_hint_candidate};
 	for (size_t i = 0; rf && i < rf->nreqs; i++) {
 		const struct reqfile_req *r = &rf->reqs[i];
@@ -386,7 +392,8 @@ struct source *source_new(const struct interp *ip, const struct reqfile *rf, boo
 			add_direct(sp, r->req.url);
 		if (r->nsha256) {
 			sp->has_hashes = true;
-			sp->hashes = xrealloc(sp->hashes, (sp->nhashes + r->nsha256) * sizeof(char *));
+			sp->hashes =
+			    xrealloc(sp->hashes, (sp->nhashes + r->nsha256) * sizeof(char *));
 			for (size_t k = 0; k < r->nsha256; k++)
 				sp->hashes[sp->nhashes++] = r->sha256[k];
 		}
@@ -398,19 +405,13 @@ struct source *source_new(const struct interp *ip, const struct reqfile *rf, boo
 
 struct index_hooks source_hooks(struct source *s)
 {
-	return (struct index_hooks){.ud = s, .project_ready = on_project,
-				    .metadata_ready = on_metadata};
+	return (struct index_hooks){
+	    .ud = s, .project_ready = on_project, .metadata_ready = on_metadata};
 }
 
-void source_set_client(struct source *s, struct index_client *ic)
-{
-	s->ic = ic;
-}
+void source_set_client(struct source *s, struct index_client *ic) { s->ic = ic; }
 
-const struct resolve_provider *source_provider(struct source *s)
-{
-	return &s->pv;
-}
+const struct resolve_provider *source_provider(struct source *s) { return &s->pv; }
 
 int source_file(struct source *s, const char *name, size_t idx, struct index_file **ret_f,
 		const char **ret_index)
@@ -423,9 +424,8 @@ int source_file(struct source *s, const char *name, size_t idx, struct index_fil
 		if (strcmp(sp->name, n) || idx >= sp->ncands || !sp->cands[idx].f)
 			continue;
 		*ret_f = sp->cands[idx].f;
-		*ret_index = sp->direct || !sp->p || sp->cands[idx].f->find_links
-				     ? NULL
-				     : sp->p->index_url;
+		*ret_index =
+		    sp->direct || !sp->p || sp->cands[idx].f->find_links ? NULL : sp->p->index_url;
 		return 0;
 	}
 	return -ENOENT;

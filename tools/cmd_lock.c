@@ -79,24 +79,21 @@ int lock_args_option(struct lock_args *a, int c, const char *arg)
 }
 
 const char lock_args_help[] =
-	"  -r, --requirement FILE  requirements file (repeatable)\n"
-	"  -c, --constraint FILE   constraints file (repeatable)\n"
-	"  -i, --index-url URL     main index (default: " DEFAULT_INDEX ")\n"
-	"  --extra-index-url URL   more indexes; the first one that has a project wins\n"
-	"  -f, --find-links DIR|URL  directory of wheels or an HTML page of links\n"
-	"  --no-index              ignore every index (only --find-links)\n"
-	"  --pre                   allow pre-releases\n"
-	"  --python PY             target interpreter (default: python3 on PATH)\n"
-	"  --cache-dir DIR         cache (default: $SITEFS_CACHE_DIR, ~/.cache/sitefs)\n";
+    "  -r, --requirement FILE  requirements file (repeatable)\n"
+    "  -c, --constraint FILE   constraints file (repeatable)\n"
+    "  -i, --index-url URL     main index (default: " DEFAULT_INDEX ")\n"
+    "  --extra-index-url URL   more indexes; the first one that has a project wins\n"
+    "  -f, --find-links DIR|URL  directory of wheels or an HTML page of links\n"
+    "  --no-index              ignore every index (only --find-links)\n"
+    "  --pre                   allow pre-releases\n"
+    "  --python PY             target interpreter (default: python3 on PATH)\n"
+    "  --cache-dir DIR         cache (default: $SITEFS_CACHE_DIR, ~/.cache/sitefs)\n";
 
-static const char *env_fn(void *ud, const char *key)
-{
-	return interp_marker(ud, key);
-}
+static const char *env_fn(void *ud, const char *key) { return interp_marker(ud, key); }
 
 /* Every input that decides the result, in one string (for run's lock cache). */
-static char *inputs_text(const struct reqfile *rf, const struct interp *ip, char **idx,
-			 size_t nidx, char **fl, size_t nfl, bool pre)
+static char *inputs_text(const struct reqfile *rf, const struct interp *ip, char **idx, size_t nidx,
+			 char **fl, size_t nfl, bool pre)
 {
 	struct buf b;
 
@@ -120,8 +117,8 @@ static char *inputs_text(const struct reqfile *rf, const struct interp *ip, char
 
 static char *env_marker(const struct interp *ip)
 {
-	static const char *const keys[] = {"sys_platform", "platform_machine", "implementation_name",
-					   "python_full_version"};
+	static const char *const keys[] = {"sys_platform", "platform_machine",
+					   "implementation_name", "python_full_version"};
 	struct buf b;
 
 	buf_init(&b);
@@ -163,8 +160,9 @@ int lock_resolve(const struct lock_args *a, const struct interp *ip, const char 
 		goto out;
 	if (!a->no_index && !rf.no_index) {
 		/* the command line wins over a file's --index-url */
-		const char *main_idx = a->index_url ? a->index_url
-				       : rf.index_url ? rf.index_url : DEFAULT_INDEX;
+		const char *main_idx = a->index_url   ? a->index_url
+				       : rf.index_url ? rf.index_url
+						      : DEFAULT_INDEX;
 
 		idx = xcalloc(a->nextra_index_urls + rf.nextra_index_urls + 2, sizeof(char *));
 		idx[nidx++] = xstrdup(main_idx);
@@ -175,8 +173,8 @@ int lock_resolve(const struct lock_args *a, const struct interp *ip, const char 
 	}
 	fl = xcalloc(a->nfind_links + rf.nfind_links + 1, sizeof(char *));
 	for (size_t i = 0; i < a->nfind_links; i++) {
-		char *abs = http_is_remote(a->find_links[i]) ? NULL
-							      : realpath(a->find_links[i], NULL);
+		char *abs =
+		    http_is_remote(a->find_links[i]) ? NULL : realpath(a->find_links[i], NULL);
 
 		fl[nfl++] = abs ? abs : xstrdup(a->find_links[i]);
 	}
@@ -202,20 +200,28 @@ int lock_resolve(const struct lock_args *a, const struct interp *ip, const char 
 
 		if (q->req.marker && pep508_marker_eval(q->req.marker, env_fn, (void *)ip) <= 0)
 			continue;
-		in[nin++] = (struct resolve_input){
-			.text = q->text, .where = xasprintf("%s:%d", q->file, q->line),
-			.req = &q->req, .constraint = q->constraint};
+		in[nin++] = (struct resolve_input){.text = q->text,
+						   .where = xasprintf("%s:%d", q->file, q->line),
+						   .req = &q->req,
+						   .constraint = q->constraint};
 	}
-	e = http_engine_new(NULL);
+	/* As many connections as the index client keeps requests in flight
+	 * (INDEX_MAX_ACTIVE), so curl never parks one waiting for a connection. */
+	struct http_opts ho = {.max_host_connections = 16};
+
+	e = http_engine_new(&ho);
 	if (!e) {
 		snprintf(err, errlen, "cannot start the fetch engine");
 		r = -EIO;
 		goto out;
 	}
 	src = source_new(ip, &rf, a->pre || rf.pre);
-	struct index_config cfg = {.index_urls = (const char *const *)idx, .nindex = nidx,
-				   .find_links = (const char *const *)fl, .nfind_links = nfl,
-				   .cache_dir = cache_dir, .hooks = source_hooks(src)};
+	struct index_config cfg = {.index_urls = (const char *const *)idx,
+				   .nindex = nidx,
+				   .find_links = (const char *const *)fl,
+				   .nfind_links = nfl,
+				   .cache_dir = cache_dir,
+				   .hooks = source_hooks(src)};
 
 	ic = index_client_new(&cfg, e, err, errlen);
 	if (!ic) {
@@ -271,13 +277,14 @@ int lock_resolve(const struct lock_args *a, const struct interp *ip, const char 
 
 		http_get_stats(e, &hs);
 		index_get_stats(ic, &is);
-		fprintf(stderr,
-			"sitefs lock: %zu packages, %zu steps, %zu backjumps; %u pages, %u metadata "
-			"files, %u from the cache, %u wheel range reads, %llu HTTP requests; "
-			"%.1f ms\n",
-			res.npicks, res.steps, res.backjumps, is.pages, is.metadata_files,
-			is.metadata_cached, is.metadata_ranges, (unsigned long long)hs.requests,
-			(now_ns() - t0) / 1e6);
+		fprintf(
+		    stderr,
+		    "sitefs lock: %zu packages, %zu steps, %zu backjumps; %u pages, %u metadata "
+		    "files, %u from the cache, %u wheel range reads, %llu HTTP requests; "
+		    "%.1f ms\n",
+		    res.npicks, res.steps, res.backjumps, is.pages, is.metadata_files,
+		    is.metadata_cached, is.metadata_ranges, (unsigned long long)hs.requests,
+		    (now_ns() - t0) / 1e6);
 	}
 out:
 	if (lp)
@@ -321,19 +328,19 @@ static void help(FILE *f)
 }
 
 const struct option lock_long_options[] = {
-	{"requirement", required_argument, NULL, 'r'},
-	{"constraint", required_argument, NULL, 'c'},
-	{"index-url", required_argument, NULL, 'i'},
-	{"extra-index-url", required_argument, NULL, 'E'},
-	{"find-links", required_argument, NULL, 'f'},
-	{"no-index", no_argument, NULL, 'N'},
-	{"pre", no_argument, NULL, 'R'},
-	{"python", required_argument, NULL, 'P'},
-	{"cache-dir", required_argument, NULL, 'C'},
-	{"output", required_argument, NULL, 'o'},
-	{"verbose", no_argument, NULL, 'v'},
-	{"help", no_argument, NULL, 'h'},
-	{},
+    {"requirement", required_argument, NULL, 'r'},
+    {"constraint", required_argument, NULL, 'c'},
+    {"index-url", required_argument, NULL, 'i'},
+    {"extra-index-url", required_argument, NULL, 'E'},
+    {"find-links", required_argument, NULL, 'f'},
+    {"no-index", no_argument, NULL, 'N'},
+    {"pre", no_argument, NULL, 'R'},
+    {"python", required_argument, NULL, 'P'},
+    {"cache-dir", required_argument, NULL, 'C'},
+    {"output", required_argument, NULL, 'o'},
+    {"verbose", no_argument, NULL, 'v'},
+    {"help", no_argument, NULL, 'h'},
+    {},
 };
 
 int cmd_lock(int argc, char **argv)
@@ -391,7 +398,8 @@ int cmd_lock(int argc, char **argv)
 	if (out) {
 		r = file_write_atomic(out, toml, strlen(toml), 0644);
 		if (r < 0) {
-			fprintf(stderr, "sitefs lock: cannot write \"%s\": %s\n", out, strerror(-r));
+			fprintf(stderr, "sitefs lock: cannot write \"%s\": %s\n", out,
+				strerror(-r));
 			goto done;
 		}
 	} else if (write_full(STDOUT_FILENO, toml, strlen(toml)) < 0) {

@@ -67,10 +67,7 @@ static bool is_mounted(const char *mnt, const char *parent)
 	return a.st_dev != b.st_dev;
 }
 
-static void sleep_ms(int ms)
-{
-	poll(NULL, 0, ms);
-}
+static void sleep_ms(int ms) { poll(NULL, 0, ms); }
 
 /* Reaps pid if it has exited; returns true then (status in *ret_status). */
 static bool reaped(pid_t pid, int *ret_status)
@@ -171,20 +168,20 @@ static int lock_for_run(struct lock_args *a, const struct interp *ip, const char
 int cmd_run(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"lock", required_argument, NULL, 'L'},
-		{"with", required_argument, NULL, 'W'},
-		{"requirement", required_argument, NULL, 'r'},
-		{"constraint", required_argument, NULL, 'c'},
-		{"index-url", required_argument, NULL, 'i'},
-		{"extra-index-url", required_argument, NULL, 'E'},
-		{"find-links", required_argument, NULL, 'f'},
-		{"no-index", no_argument, NULL, 'N'},
-		{"pre", no_argument, NULL, 'R'},
-		{"python", required_argument, NULL, 'P'},
-		{"cache-dir", required_argument, NULL, 'C'},
-		{"verbose", no_argument, NULL, 'v'},
-		{"help", no_argument, NULL, 'h'},
-		{},
+	    {"lock", required_argument, NULL, 'L'},
+	    {"with", required_argument, NULL, 'W'},
+	    {"requirement", required_argument, NULL, 'r'},
+	    {"constraint", required_argument, NULL, 'c'},
+	    {"index-url", required_argument, NULL, 'i'},
+	    {"extra-index-url", required_argument, NULL, 'E'},
+	    {"find-links", required_argument, NULL, 'f'},
+	    {"no-index", no_argument, NULL, 'N'},
+	    {"pre", no_argument, NULL, 'R'},
+	    {"python", required_argument, NULL, 'P'},
+	    {"cache-dir", required_argument, NULL, 'C'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {},
 	};
 	struct lock_args a = {.python = "python3"};
 	const char *lock_arg = NULL;
@@ -297,8 +294,8 @@ int cmd_run(int argc, char **argv)
 
 		if (fd >= 0)
 			dup2(fd, STDIN_FILENO);
-		const char *margv[] = {"sitefs", "mount", "-f", "--python", ip->python,
-				       "--cache-dir", cache_dir, lock_path, mnt, NULL};
+		const char *margv[] = {"sitefs",      "mount",	 "-f",	    "--python", ip->python,
+				       "--cache-dir", cache_dir, lock_path, mnt,	NULL};
 
 		execv("/proc/self/exe", (char **)margv);
 		perror("sitefs run: exec /proc/self/exe");
@@ -346,8 +343,8 @@ int cmd_run(int argc, char **argv)
 	if (cpid == 0) {
 		child_signals_default(&mask);
 		const char *path = getenv("PATH");
-		_cleanup_free_ char *np = xasprintf("%s/bin%s%s", mnt, path ? ":" : "",
-						    path ? path : "");
+		_cleanup_free_ char *np =
+		    xasprintf("%s/bin%s%s", mnt, path ? ":" : "", path ? path : "");
 
 		setenv("VIRTUAL_ENV", mnt, 1);
 		setenv("PATH", np, 1);

@@ -4,7 +4,7 @@
 set -eu
 PKGS="meson ninja-build pkg-config gcc clang libclang-rt-14-dev llvm
   libfuse3-dev fuse3 libcurl4-openssl-dev libsqlite3-dev libzstd-dev libzip-dev
-  zlib1g-dev libssl-dev nginx-light python3 python3-dev python3-venv python3-pytest
+  zlib1g-dev libssl-dev libjson-c-dev nginx-light python3 python3-dev python3-venv python3-pytest
   python3-packaging python3-pip-whl python3-setuptools-whl python3-wheel-whl
   python3-six python3-yaml python3-pygments python3-attr python3-pyparsing
   python3-iniconfig python3-pluggy python3-more-itertools python3-distro

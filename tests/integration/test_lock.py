@@ -272,3 +272,50 @@ def test_run_sigterm_cleans_up(index, tmp_path):
         assert not list(Path("/tmp").glob("sitefs-run-*/venv"))
     finally:
         stop(p)
+
+
+# ------------------------------------------------------------------ credentials
+
+class PrivateNginx(IndexNginx):
+    """The same index under /private/, behind HTTP basic auth (user "alice", "s3cret")."""
+
+    def config(self):
+        htpasswd = self.prefix / "htpasswd"
+        pw = subprocess.run(["openssl", "passwd", "-apr1", "s3cret"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+        htpasswd.write_text(f"alice:{pw}\n")
+        return super().config().replace(
+            "location / { }",
+            f'location / {{ }}\n        location /private/ {{ alias {self.root}/; '
+            f'auth_basic "sitefs"; auth_basic_user_file {htpasswd}; }}')
+
+
+@pytest.fixture(scope="module")
+def private_index(index, tmp_path_factory):
+    server = PrivateNginx(index.root_dir, tmp_path_factory.mktemp("privnginx")).start()
+    yield server
+    server.stop()
+
+
+def test_private_index_credentials(private_index, tmp_path):
+    host = private_index.url.split("//", 1)[1]
+    base = ["lock", "--python", PY, "--cache-dir", str(short_dir("sfscache")), "alpha", "zeta"]
+    r = run_sitefs(*base, "--index-url", f"{private_index.url}/private/html")
+    assert r.returncode == 1 and "401" in r.stderr, r.stderr
+    # credentials in the URL: used for pages, metadata and probes; never written
+    r = run_sitefs(*base, "--index-url", f"http://alice:s3cret@{host}/private/html")
+    assert r.returncode == 0, r.stderr
+    assert picked(r.stdout)["beta"] == "2.0"
+    assert "s3cret" not in r.stdout and "alice" not in r.stdout
+    assert f'index = "{private_index.url}/private/html"' in r.stdout
+    # ~/.netrc
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".netrc").write_text("machine 127.0.0.1 login alice password s3cret\n")
+    (home / ".netrc").chmod(0o600)
+    env = clean_env(HOME=str(home))
+    p = subprocess.run([os.environ.get("SITEFS_BIN", "build/tools/sitefs"), *base, "--index-url",
+                        f"{private_index.url}/private/html"], capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert picked(p.stdout)["beta"] == "2.0"

@@ -45,7 +45,8 @@ static void graph_load(struct graph *g, const char *const *lines)
 		r.cand.version = r.version;
 		r.cand.v = pep440_parse(ver);
 		r.cand.yanked = !strcmp(flag, "yanked");
-		r.cand.unusable = !strcmp(flag, "nowheel") ? "has no wheel for this interpreter" : NULL;
+		r.cand.unusable =
+		    !strcmp(flag, "nowheel") ? "has no wheel for this interpreter" : NULL;
 		for (char *d; (d = strtok_r(NULL, "|", &save));) {
 			while (*d == ' ')
 				d++;
@@ -65,7 +66,8 @@ static void graph_load(struct graph *g, const char *const *lines)
 				break;
 		if (k == g->nnames)
 			g->names[g->nnames++] = g->r[i].name;
-		g->cands[k] = xrealloc(g->cands[k], (g->ncands[k] + 1) * sizeof(struct resolve_candidate));
+		g->cands[k] =
+		    xrealloc(g->cands[k], (g->ncands[k] + 1) * sizeof(struct resolve_candidate));
 		g->cands[k][g->ncands[k]++] = g->r[i].cand;
 	}
 }
@@ -149,15 +151,16 @@ static char *solve(const char *const *lines, const char *const *reqs, bool pre)
 
 		if (pep508_req_parse(reqs[n] + (c ? 2 : 0), &rq[n], err, sizeof(err)) < 0)
 			abort();
-		in[n] = (struct resolve_input){.text = reqs[n], .where = "reqs.txt:1", .req = &rq[n],
-					       .constraint = c};
+		in[n] = (struct resolve_input){
+		    .text = reqs[n], .where = "reqs.txt:1", .req = &rq[n], .constraint = c};
 	}
 	buf_init(&b);
 	int r = resolve_run(&pv, in, n, &opts, &res, &explain);
 
 	if (r == 0) {
 		for (size_t i = 0; i < res.npicks; i++)
-			buf_printf(&b, "%s%s==%s", i ? " " : "", res.picks[i].name, res.picks[i].version);
+			buf_printf(&b, "%s%s==%s", i ? " " : "", res.picks[i].name,
+				   res.picks[i].version);
 	} else {
 		buf_printf(&b, "UNSAT(%d): %s", r, explain);
 	}
@@ -190,13 +193,14 @@ static void test_basic(void)
 	{ /* markers, and the extra marker only through the extra */
 		static const char *const reqs_[] = {"a[fast]", NULL};
 		SOLVE("a==1.0 c==1.0 d==1.0", false,
-		      "a 1.0 | b; sys_platform == 'win32' | c | d; extra == 'fast' | e; extra == 'slow'",
+		      "a 1.0 | b; sys_platform == 'win32' | c | d; extra == 'fast' | e; extra == "
+		      "'slow'",
 		      "b 1.0", "c 1.0", "d 1.0", "e 1.0");
 	}
 	{ /* an extra requested deep in the graph pins the same version */
 		static const char *const reqs_[] = {"a", "x", NULL};
-		SOLVE("a==1.0 x==1.0 y==1.0", false, "a 2.0 | y; extra == 'z'", "a 1.0 | y; extra == 'z'",
-		      "x 1.0 | a[z]<2", "y 1.0");
+		SOLVE("a==1.0 x==1.0 y==1.0", false, "a 2.0 | y; extra == 'z'",
+		      "a 1.0 | y; extra == 'z'", "x 1.0 | a[z]<2", "y 1.0");
 	}
 	{ /* pre-releases: not by default; yes when nothing else fits */
 		static const char *const reqs_[] = {"a", "b", NULL};
@@ -228,16 +232,14 @@ static void test_backtracking(void)
 {
 	{ /* the newest a needs a b that c forbids: back to a 1.0 */
 		static const char *const reqs_[] = {"a", "c", NULL};
-		SOLVE("a==1.0 b==1.0 c==1.0", false, "a 2.0 | b>=2", "a 1.0 | b<2", "b 2.0", "b 1.0",
-		      "c 1.0 | b<2");
+		SOLVE("a==1.0 b==1.0 c==1.0", false, "a 2.0 | b>=2", "a 1.0 | b<2", "b 2.0",
+		      "b 1.0", "c 1.0 | b<2");
 	}
 	{ /* deep: the conflict shows up two levels below the culprit */
 		static const char *const reqs_[] = {"top", NULL};
 		SOLVE("left==1.0 right==1.0 shared==1.0 top==1.0 util==1.0", false,
-		      "top 1.0 | left | right",
-		      "left 2.0 | util>=2", "left 1.0 | util<2",
-		      "util 2.0 | shared>=2", "util 1.0 | shared<2",
-		      "right 1.0 | shared<2",
+		      "top 1.0 | left | right", "left 2.0 | util>=2", "left 1.0 | util<2",
+		      "util 2.0 | shared>=2", "util 1.0 | shared<2", "right 1.0 | shared<2",
 		      "shared 2.0", "shared 1.0");
 	}
 	{ /* many versions of a bystander must not be enumerated one by one:
@@ -296,7 +298,7 @@ static void test_unsat(void)
 		char *got;
 		static const char *const lines[] = {"x 3 | s==1", "x 2 | s==1", "x 1 | s==1",
 						    "y 3 | s==2", "y 2 | s==2", "y 1 | s==2",
-						    "s 2", "s 1", NULL};
+						    "s 2",	  "s 1",	NULL};
 
 		got = solve(lines, reqs_, false);
 		if (getenv("SHOW"))
