@@ -150,6 +150,14 @@ int cmd_mount(int argc, char **argv)
 		fprintf(stderr, "sitefs mount: mount point \"%s\" is not a directory\n", mnt_arg);
 		goto out;
 	}
+	char *fstype = NULL;
+	if (mountinfo_find(mnt, &fstype, NULL) == 0) {
+		/* a dead daemon's mount still answers stat from the kernel's cache */
+		fprintf(stderr, "sitefs mount: \"%s\" is already a mount point (%s)%s\n", mnt, fstype,
+			strcmp(fstype, "fuse.sitefs") ? "" : ": run 'sitefs umount' first");
+		free(fstype);
+		goto out;
+	}
 	if (arg_log_file) {
 		int lfd = open(arg_log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
 		if (lfd < 0) {

@@ -27,25 +27,13 @@ static char *abs_path(const char *p)
 	return xasprintf("%s/%s", cwd, p);
 }
 
-/* Is path a FUSE mount of ours (or any FUSE mount) in /proc/self/mountinfo? */
-static bool is_fuse_mount(const char *path)
+/* Is the topmost mount at path a sitefs one? */
+static bool is_sitefs_mount(const char *path)
 {
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	if (!f)
-		return true; /* cannot tell: let the unmount say */
-	char line[4096], mp[PATH_MAX], fstype[256];
-	bool found = false;
-	while (fgets(line, sizeof(line), f)) {
-		/* id parent maj:min root mountpoint opts... - fstype source superopts */
-		char *dash = strstr(line, " - ");
-		if (!dash || sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1 ||
-		    sscanf(dash + 3, "%255s", fstype) != 1)
-			continue;
-		if (!strcmp(mp, path) && !strncmp(fstype, "fuse", 4))
-			found = true;
-	}
-	fclose(f);
-	return found;
+	char *fstype = NULL;
+	bool ours = mountinfo_find(path, &fstype, NULL) == 0 && !strcmp(fstype, "fuse.sitefs");
+	free(fstype);
+	return ours;
 }
 
 static int run_fusermount(const char *flags, const char *path)
@@ -79,17 +67,21 @@ int cmd_umount(int argc, char **argv)
 		path = xstrdup(real);
 	}
 	int ret = 0;
-	if (!is_fuse_mount(path)) {
+	if (!is_sitefs_mount(path)) {
 		fprintf(stderr, "sitefs umount: \"%s\" is not a sitefs mount\n", path);
 		ret = 1;
-	} else if (getuid() == 0) {
-		if (umount2(path, 0) < 0 && umount2(path, MNT_DETACH) < 0) {
-			fprintf(stderr, "sitefs umount: \"%s\": %s\n", path, strerror(errno));
+	}
+	/* several may be stacked (mounted over a dead one by an older sitefs) */
+	for (int i = 0; ret == 0 && i < 16 && is_sitefs_mount(path); i++) {
+		if (getuid() == 0) {
+			if (umount2(path, 0) < 0 && umount2(path, MNT_DETACH) < 0) {
+				fprintf(stderr, "sitefs umount: \"%s\": %s\n", path, strerror(errno));
+				ret = 1;
+			}
+		} else if (run_fusermount("-u", path) < 0 && run_fusermount("-uz", path) < 0) {
+			fprintf(stderr, "sitefs umount: could not unmount \"%s\"\n", path);
 			ret = 1;
 		}
-	} else if (run_fusermount("-u", path) < 0 && run_fusermount("-uz", path) < 0) {
-		fprintf(stderr, "sitefs umount: could not unmount \"%s\"\n", path);
-		ret = 1;
 	}
 	free(path);
 	return ret;

@@ -75,15 +75,16 @@ static void unescape(char *s)
 	*o = 0;
 }
 
-/* The source field of the fuse.sitefs mount at mnt, or NULL. */
-static char *mount_source(const char *mnt)
+int mountinfo_find(const char *mnt, char **ret_fstype, char **ret_source)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 	if (!f)
-		return NULL;
-	char *line = NULL, *found = NULL;
+		return -errno;
+	char *line = NULL;
 	size_t cap = 0;
-	while (!found && getline(&line, &cap, f) > 0) {
+	int r = -ENOENT;
+	/* the last match is the top of a stack of mounts */
+	while (getline(&line, &cap, f) > 0) {
 		/* id parent maj:min root mountpoint opts [optional...] - fstype source superopts */
 		char *save, *tok[5];
 		int n = 0;
@@ -100,14 +101,35 @@ static char *mount_source(const char *mnt)
 			;
 		char *fstype = p ? strtok_r(NULL, " \n", &save) : NULL;
 		char *source = fstype ? strtok_r(NULL, " \n", &save) : NULL;
-		if (fstype && source && !strcmp(fstype, "fuse.sitefs")) {
-			unescape(source);
-			found = xstrdup(source);
+		if (!fstype || !source)
+			continue;
+		unescape(source);
+		if (ret_fstype) {
+			free(*ret_fstype);
+			*ret_fstype = xstrdup(fstype);
 		}
+		if (ret_source) {
+			free(*ret_source);
+			*ret_source = xstrdup(source);
+		}
+		r = 0;
 	}
 	free(line);
 	fclose(f);
-	return found;
+	return r;
+}
+
+/* The source field of the fuse.sitefs mount at mnt, or NULL. */
+static char *mount_source(const char *mnt)
+{
+	char *fstype = NULL, *source = NULL;
+	if (mountinfo_find(mnt, &fstype, &source) == 0 && !strcmp(fstype, "fuse.sitefs")) {
+		free(fstype);
+		return source;
+	}
+	free(fstype);
+	free(source);
+	return NULL;
 }
 
 struct mountstate *mountstate_free(struct mountstate *ms)

@@ -26,6 +26,11 @@ int mountstate_write(const struct mountstate *ms, char **ret_path);
  * mount left no (valid) state, other -errno. */
 int mountstate_find(const char *dir, struct mountstate **ret);
 struct mountstate *mountstate_free(struct mountstate *ms);
+/* The topmost mount at the absolute path mnt in /proc/self/mountinfo:
+ * returns 0 with its filesystem type ("fuse.sitefs") and source (unescaped;
+ * caller frees; either pointer may be NULL), -ENOENT when nothing is mounted
+ * there, other -errno. */
+int mountinfo_find(const char *mnt, char **ret_fstype, char **ret_source);
 int cmd_lock(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 

@@ -194,6 +194,11 @@ def test_umount_clears_stale_mount(mount, nginx_lock):
     with pytest.raises(OSError) as e:
         os.stat(m.path / "pyvenv.cfg")
     assert e.value.errno == errno.ENOTCONN
+    # the kernel still answers stat of the root from its cache: mounting over
+    # the dead mount must be refused, not stacked
+    r = run_sitefs("mount", "--python", PY, "--cache-dir", str(m.cache), str(nginx_lock),
+                   str(m.path))
+    assert r.returncode != 0 and "sitefs umount" in r.stderr, r.stderr
     r = run_sitefs("umount", m.path)
     assert r.returncode == 0, r.stderr
     assert not is_mounted(m.path)
