@@ -170,7 +170,7 @@ static void entry_key(const struct wheel_src *w, const struct zip_entry *e,
 	/* No RECORD hash: key by (wheel, entry); CRC-32 still verifies it. */
 	struct sha256_ctx h;
 	sha256_init(&h);
-	sha256_update(&h, w->spec->sha256, 32);
+	sha256_update(&h, w->key, 32); /* the source too: see wheel_catalog_key */
 	sha256_update(&h, e->name, strlen(e->name));
 	sha256_final(&h, key);
 }

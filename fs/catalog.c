@@ -16,7 +16,7 @@
 #include "fetch/util/util.h"
 #include "fs/fs_i.h"
 
-#define CATALOG_SCHEMA_VERSION 1
+#define CATALOG_SCHEMA_VERSION 2
 #define CATALOG_MAX_BLOB (512u << 20)
 
 struct catalog {
@@ -24,6 +24,7 @@ struct catalog {
 	sqlite3_stmt *get_wheel, *get_members, *put_wheel, *put_member;
 };
 
+/* sha256 is the catalog key (wheel_catalog_key: the wheel's sha256 and URL). */
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS wheel ("
 	" sha256 BLOB PRIMARY KEY,"
@@ -71,25 +72,38 @@ int catalog_open(const char *path, struct catalog **ret, char *err, size_t errle
 	 * safe with WAL (a crash loses at most the last transaction, which the
 	 * next mount simply fetches again). */
 	if (sqlite3_exec(c->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
-			 NULL) != SQLITE_OK ||
-	    sqlite3_exec(c->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
+			 NULL) != SQLITE_OK) {
 		r = sql_err(c, path, err, errlen);
 		goto fail;
 	}
+	int v = 0;
 	sqlite3_stmt *st;
 	if (sqlite3_prepare_v2(c->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK) {
-		int v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+		v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
 		sqlite3_finalize(st);
-		if (v == 0)
-			sqlite3_exec(c->db, "PRAGMA user_version=1", NULL, NULL, NULL);
-		else if (v != CATALOG_SCHEMA_VERSION) {
-			snprintf(err, errlen,
-				 "catalog %s has schema version %d, this sitefs knows %d: use "
-				 "another --cache-dir",
-				 path, v, CATALOG_SCHEMA_VERSION);
-			r = -EPROTO;
-			goto fail;
-		}
+	}
+	if (v > CATALOG_SCHEMA_VERSION) {
+		snprintf(err, errlen,
+			 "catalog %s has schema version %d, this sitefs knows %d: use another "
+			 "--cache-dir",
+			 path, v, CATALOG_SCHEMA_VERSION);
+		r = -EPROTO;
+		goto fail;
+	}
+	/* The catalog is a cache: an older schema (version 1 keyed rows by the
+	 * wheel's sha256 alone) is dropped, not migrated. */
+	char *upgrade = xasprintf("BEGIN IMMEDIATE; %s %s PRAGMA user_version=%d; COMMIT;",
+				  v < CATALOG_SCHEMA_VERSION
+					  ? "DROP TABLE IF EXISTS wheel; DROP TABLE IF EXISTS member;"
+					  : "",
+				  schema, CATALOG_SCHEMA_VERSION);
+	int rc = v == CATALOG_SCHEMA_VERSION ? SQLITE_OK
+					     : sqlite3_exec(c->db, upgrade, NULL, NULL, NULL);
+	free(upgrade);
+	if (rc != SQLITE_OK) {
+		r = sql_err(c, path, err, errlen);
+		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+		goto fail;
 	}
 	if (sqlite3_prepare_v2(c->db,
 			       "SELECT size, cd_off, tail_len, tail FROM wheel WHERE sha256 = ?",

@@ -36,6 +36,7 @@ int fs_prepare(const struct fs_config *cfg, struct fs_ctx **ret, char *err, size
 	ctx->twheels = xcalloc(cfg->nwheels ? cfg->nwheels : 1, sizeof(*ctx->twheels));
 	for (size_t i = 0; i < cfg->nwheels; i++) {
 		ctx->wheels[i].spec = &cfg->wheels[i];
+		wheel_catalog_key(cfg->wheels[i].sha256, cfg->wheels[i].url, ctx->wheels[i].key);
 		pthread_mutex_init(&ctx->wheels[i].lock, NULL);
 		/* A whole copy left by an earlier mount (server without Range). */
 		char *p = cache_wheel_path(ctx->cache, cfg->wheels[i].sha256);

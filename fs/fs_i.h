@@ -29,6 +29,7 @@ int catalog_put(struct catalog *c, const uint8_t sha[32], const char *filename, 
 /* --- wheel.c: reading byte ranges of a wheel, wherever it is. */
 struct wheel_src {
 	const struct fs_wheel *spec;
+	uint8_t key[32]; /* catalog key: wheel_catalog_key(spec) */
 	struct wheel_meta meta;
 	char *local_path; /* whole wheel in the cache (or the lock's local path), or NULL */
 	pthread_mutex_t lock; /* protects local_path and full_fetch below */
@@ -47,6 +48,12 @@ struct fs_ctx {
 	struct pyc *pyc; /* NULL: no bytecode store (read-only __pycache__-less tree) */
 	struct fs_prepare_stats stats;
 };
+
+/* Metadata read by range requests cannot be checked against the lock's
+ * sha256 (that needs the whole file), so the catalog keys it by the wheel's
+ * sha256 *and* where it came from: a lock that pairs a known sha256 with
+ * another URL cannot plant its files under the real wheel's key. */
+void wheel_catalog_key(const uint8_t sha[32], const char *url, uint8_t ret[32]);
 
 /* Loads metadata for all wheels (catalog first, then parallel range
  * requests), filling ctx->wheels[i].meta. Returns 0 or -errno + message. */

@@ -21,6 +21,16 @@
 
 #define KEPT_FILE_MAX (64u << 20) /* bound on a kept member (RECORD of a huge wheel) */
 
+void wheel_catalog_key(const uint8_t sha[32], const char *url, uint8_t ret[32])
+{
+	struct sha256_ctx h;
+	sha256_init(&h);
+	sha256_update(&h, "sitefs-catalog-2", 16);
+	sha256_update(&h, sha, 32);
+	sha256_update(&h, url, strlen(url) + 1);
+	sha256_final(&h, ret);
+}
+
 static int sink_buf(void *ud, const uint8_t *data, size_t len)
 {
 	buf_append(ud, data, len);
@@ -48,9 +58,11 @@ static int verify_file(const char *path, const uint8_t want[32])
 	return memcmp(got, want, 32) ? -EBADMSG : 0;
 }
 
-/* A whole wheel landed in tmp (server ignored Range): verify it against the
- * lock and publish it as the wheel's local copy.  Takes tmp. */
-static int adopt_whole_wheel(struct fs_ctx *ctx, struct wheel_src *w, char *tmp)
+/* A whole wheel landed in tmp: verify it against the lock and publish it in
+ * the cache.  Takes tmp; returns 0 and *ret_path (caller frees), or -EBADMSG
+ * (logged) when the bytes are not the lock's, or -errno. */
+static int adopt_whole_wheel(struct fs_ctx *ctx, struct wheel_src *w, char *tmp,
+			     char **ret_path)
 {
 	int r = verify_file(tmp, w->spec->sha256);
 	char *dst = cache_wheel_path(ctx->cache, w->spec->sha256);
@@ -63,10 +75,7 @@ static int adopt_whole_wheel(struct fs_ctx *ctx, struct wheel_src *w, char *tmp)
 			log_err("wheel \"%s\": whole-file download does not match the lock's sha256",
 				w->spec->url);
 	} else {
-		pthread_mutex_lock(&w->lock);
-		free(w->local_path);
-		w->local_path = dst;
-		pthread_mutex_unlock(&w->lock);
+		*ret_path = dst;
 		log_info("\"%s\" ignores Range requests: using a whole copy of \"%s\"",
 			 w->spec->url, w->spec->filename);
 	}
@@ -74,25 +83,21 @@ static int adopt_whole_wheel(struct fs_ctx *ctx, struct wheel_src *w, char *tmp)
 	return r;
 }
 
-/* Downloads the whole wheel once (a server that ignores Range); caller holds
- * no lock. */
+static int sink_fd(void *ud, const uint8_t *data, size_t len)
+{
+	return write_full(*(int *)ud, data, len);
+}
+
+/* Downloads the whole wheel once (a server that ignores Range), streaming it
+ * to a cache file.  Caller holds w->lock, which this sets local_path under. */
 static int fetch_whole_wheel(struct fs_ctx *ctx, struct wheel_src *w, char *err, size_t errlen)
 {
 	char *tmp;
 	int fd = cache_tmpfile(ctx->cache, &tmp);
 	if (fd < 0)
 		return fd;
-	struct http_req req = {.url = w->spec->url, .off = 0, .len = 0, .full_fd = fd};
-	/* full_fd receives the body when the server answers 200; a sink that
-	 * discards keeps a 206 (should the server change its mind) harmless */
-	struct buf none;
-	buf_init(&none);
-	req.sink = sink_buf;
-	req.ud = &none;
+	struct http_req req = {.url = w->spec->url, .sink = sink_fd, .ud = &fd, .full_fd = -1};
 	int r = http_fetch(ctx->http, &req);
-	if (r == 0 && !req.range_ignored)
-		r = write_full(fd, none.data, none.len);
-	buf_free(&none);
 	close(fd);
 	if (r < 0) {
 		snprintf(err, errlen, "%s", req.err);
@@ -100,7 +105,15 @@ static int fetch_whole_wheel(struct fs_ctx *ctx, struct wheel_src *w, char *err,
 		free(tmp);
 		return r;
 	}
-	return adopt_whole_wheel(ctx, w, tmp);
+	char *path;
+	r = adopt_whole_wheel(ctx, w, tmp, &path);
+	if (r < 0) {
+		snprintf(err, errlen, "the whole wheel does not match the lock's sha256");
+		return r;
+	}
+	free(w->local_path);
+	w->local_path = path;
+	return 0;
 }
 
 int wheel_read(struct fs_ctx *ctx, struct wheel_src *w, uint64_t off, uint64_t len,
@@ -322,7 +335,7 @@ int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen)
 	/* Catalog hits cost no request at all. */
 	for (size_t i = 0; i < n; i++) {
 		struct wheel_src *w = &ctx->wheels[i];
-		r = catalog_get(cat, w->spec->sha256, w->spec->size, &w->meta);
+		r = catalog_get(cat, w->key, w->spec->size, &w->meta);
 		if (r == 0) {
 			ctx->stats.wheels_from_catalog++;
 			continue;
@@ -366,8 +379,30 @@ int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen)
 			break;
 		}
 		if (m->req.range_ignored && m->tmp) {
-			adopt_whole_wheel(ctx, m->w, m->tmp);
+			/* the server sent the whole wheel: check it now, as a download */
+			char *path;
+			int q = adopt_whole_wheel(ctx, m->w, m->tmp, &path);
 			m->tmp = NULL;
+			if (q < 0) {
+				snprintf(err, errlen, "wheel \"%s\": the file served does not match "
+					 "the lock's sha256", m->w->spec->filename);
+				r = q;
+				break;
+			}
+			pthread_mutex_lock(&m->w->lock);
+			free(m->w->local_path);
+			m->w->local_path = path;
+			pthread_mutex_unlock(&m->w->lock);
+		} else if (m->tail_off == 0) {
+			/* a small wheel: the tail is the whole file, so check it */
+			uint8_t got[32];
+			sha256_buf(m->tail.data, m->tail.len, got);
+			if (memcmp(got, m->w->spec->sha256, 32)) {
+				snprintf(err, errlen, "wheel \"%s\" (%s): does not match the lock's "
+					 "sha256", m->w->spec->filename, m->w->spec->url);
+				r = -EBADMSG;
+				break;
+			}
 		}
 		char msg[256];
 		int q = zipcd_parse(m->tail.data, m->tail.len, m->tail_off, m->w->spec->size,
@@ -442,7 +477,7 @@ int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen)
 			break;
 		qsort(m->w->meta.files, m->w->meta.nfiles, sizeof(struct wheel_file), cmp_file);
 		uint64_t cd_off = m->w->meta.cd->cd_off;
-		int q = catalog_put(cat, m->w->spec->sha256, m->w->spec->filename,
+		int q = catalog_put(cat, m->w->key, m->w->spec->filename,
 				    m->w->spec->size, m->tail.data + (cd_off - m->tail_off),
 				    (size_t)(m->w->spec->size - cd_off), &m->w->meta);
 		if (q < 0)

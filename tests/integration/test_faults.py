@@ -1,7 +1,9 @@
 """A misbehaving server (faultserver.py): right bytes or EIO, never wrong bytes."""
 
 import errno
+import hashlib
 import os
+import shutil
 import signal
 import subprocess
 
@@ -115,3 +117,58 @@ def test_background_daemon_logs_to_log_file(sitefs_bin, faultserver, fault_lock,
         lazy_umount(mnt)
         for pid in daemon_pids(mnt):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_server_ignoring_range_with_a_warm_catalog(mount, faultserver, fault_lock, wheelhouse,
+                                                  tmp_path):
+    """Metadata from the catalog, then a server that ignores Range: the first body read
+    finds out, later reads download the wheel once (streamed) and serve from it."""
+    cache = tmp_path / "shared-cache"
+    first = mount(fault_lock, cache=cache)
+    first.teardown()
+    faultserver.fault("ignore_range")
+    m = mount(fault_lock, cache=cache)
+    m.allow(r"(?i)range")
+    for short, entry in [("bigpkg", "bigpkg/big.bin"), ("bigpkg", "bigpkg/__init__.py"),
+                         ("purepkg", "purepkg/core.py"), ("purepkg", "purepkg/data/blob.bin")]:
+        assert (m.site / entry).read_bytes() == wheelhouse.content(short, entry)
+
+
+def test_lock_with_a_known_sha256_at_another_url_gets_its_own_catalog_rows(
+        mount, nginx, nginx_lock, wheelhouse, tmp_path):
+    """The catalog cannot check range-read metadata against the lock's sha256, so rows
+    are keyed by sha256 and URL: a lock pairing a wheel's sha256 with another URL must
+    not make a later mount of the real lock skip its own metadata requests."""
+    whl = wheelhouse["purepkg"]
+    alias = whl.parent / ("alias-" + whl.name)
+    shutil.copyfile(whl, alias)
+    try:
+        text = nginx_lock.read_text().replace(f"/{whl.name}\"", f"/{alias.name}\"")
+        assert alias.name in text
+        other = tmp_path / "other.toml"
+        other.write_text(text)
+        cache = tmp_path / "shared-cache"
+        mount(other, cache=cache)
+        mark = nginx.mark()
+        mount(nginx_lock, cache=cache)
+        names = [r.name for r in nginx.requests(mark)]
+        assert names == [whl.name], f"only the real URL's metadata is fetched again: {names}"
+    finally:
+        alias.unlink()
+
+
+def test_small_wheel_not_matching_the_lock_is_refused(sitefs_bin, nginx_lock, wheelhouse,
+                                                     tmp_path):
+    """A wheel under 64 KiB arrives whole with the tail request: it is checked."""
+    whl = wheelhouse["clipkg"]
+    assert whl.stat().st_size < 65536
+    good = hashlib.sha256(whl.read_bytes()).hexdigest()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(nginx_lock.read_text().replace(good, "0" * 64))
+    mnt = short_dir() / "venv"
+    mnt.mkdir()
+    r = subprocess.run([sitefs_bin, "mount", "-f", "--python", "/usr/bin/python3",
+                        "--cache-dir", str(tmp_path / "cache"), str(bad), str(mnt)],
+                       capture_output=True, text=True, timeout=60, env=clean_env())
+    assert r.returncode != 0 and not os.path.ismount(mnt)
+    assert whl.name in r.stderr and "sha256" in r.stderr, r.stderr

@@ -133,7 +133,7 @@ def test_body_not_matching_record_gives_eio(mount, nginx, wheelhouse, tmp_path):
         assert d.hex() in log or b64(d) in log, f"the log lacks the {what} hash:\n{log}"
 
 
-def test_catalog_agrees_with_libzip(mount, nginx_lock, wheelhouse):
+def test_catalog_agrees_with_libzip(mount, nginx, nginx_lock, wheelhouse):
     """The catalog built from range requests equals libzip's reading of each whole wheel."""
     zipcheck = os.environ.get("SITEFS_ZIPCHECK",
                               os.path.join(os.path.dirname(os.environ.get("SITEFS_BIN", "")),
@@ -142,6 +142,7 @@ def test_catalog_agrees_with_libzip(mount, nginx_lock, wheelhouse):
         pytest.fail(f"zipcheck not built at {zipcheck}: build with meson")
     m = mount(nginx_lock)
     wheels = [str(w) for w in wheelhouse.lock_wheels]
-    r = subprocess.run([zipcheck, str(m.cache), *wheels], capture_output=True, text=True)
+    r = subprocess.run([zipcheck, str(m.cache), nginx.url.rstrip("/"), *wheels],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert f"{len(wheels)} wheels, 0 differ" in r.stdout

@@ -2,8 +2,10 @@
  * each wheel with libzip's reading of the whole file — the independent
  * reader.  Used by the integration tests after a mount.
  *
- *   zipcheck CACHE_DIR WHEEL...    exit 0 when every wheel agrees
- */
+ *   zipcheck CACHE_DIR BASE_URL WHEEL...    exit 0 when every wheel agrees
+ *
+ * The lock served each WHEEL at BASE_URL/<its file name> (the URL is part of
+ * the catalog key). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -15,7 +17,7 @@
 #include "fetch/util/util.h"
 #include "fs/fs_i.h"
 
-static int check_wheel(struct catalog *cat, const char *path)
+static int check_wheel(struct catalog *cat, const char *base_url, const char *path)
 {
 	char *data;
 	size_t len;
@@ -28,8 +30,13 @@ static int check_wheel(struct catalog *cat, const char *path)
 	sha256_buf(data, len, sha);
 	free(data);
 
+	const char *slash = strrchr(path, '/');
+	char *url = xasprintf("%s/%s", base_url, slash ? slash + 1 : path);
+	uint8_t key[32];
+	wheel_catalog_key(sha, url, key);
+	free(url);
 	struct wheel_meta m = {0};
-	r = catalog_get(cat, sha, len, &m);
+	r = catalog_get(cat, key, len, &m);
 	if (r < 0) {
 		fprintf(stderr, "%s: not in the catalog (%s)\n", path, strerror(-r));
 		return 1;
@@ -78,8 +85,8 @@ static int check_wheel(struct catalog *cat, const char *path)
 
 int main(int argc, char **argv)
 {
-	if (argc < 3) {
-		fprintf(stderr, "usage: zipcheck CACHE_DIR WHEEL...\n");
+	if (argc < 4) {
+		fprintf(stderr, "usage: zipcheck CACHE_DIR BASE_URL WHEEL...\n");
 		return 2;
 	}
 	char *db = xasprintf("%s/catalog.db", argv[1]);
@@ -91,9 +98,9 @@ int main(int argc, char **argv)
 	}
 	free(db);
 	int bad = 0;
-	for (int i = 2; i < argc; i++)
-		bad += check_wheel(cat, argv[i]);
+	for (int i = 3; i < argc; i++)
+		bad += check_wheel(cat, argv[2], argv[i]);
 	catalog_close(cat);
-	printf("zipcheck: %d wheels, %d differ\n", argc - 2, bad);
+	printf("zipcheck: %d wheels, %d differ\n", argc - 3, bad);
 	return bad ? 1 : 0;
 }
