@@ -21,12 +21,14 @@
  * - Locking: cache->lock protects the in-flight list only; it is never held
  *   across a fill (network I/O).
  * Deliberately missing (for now): size limits and LRU eviction. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fetch/util/hash.h"
@@ -50,6 +52,30 @@ struct cache {
 	struct inflight *inflight; /* protected by lock */
 };
 
+/* Fills left behind by a killed process: a live fill writes all the time, so
+ * a temp file untouched for an hour has no writer any more. */
+#define TMP_STALE_S 3600
+static void sweep_tmp(const char *dir)
+{
+	char *tmp = xasprintf("%s/tmp", dir);
+	DIR *d = opendir(tmp);
+	if (d) {
+		struct dirent *de;
+		time_t now = time(NULL);
+		while ((de = readdir(d))) {
+			struct stat st;
+			if (de->d_name[0] == '.' ||
+			    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+			    now - st.st_mtime < TMP_STALE_S)
+				continue;
+			if (unlinkat(dirfd(d), de->d_name, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) == 0)
+				log_debug(LOG_CAT_CACHE, "removed stale \"%s/%s\"", tmp, de->d_name);
+		}
+		closedir(d);
+	}
+	free(tmp);
+}
+
 int cache_open(const char *dir, struct cache **ret)
 {
 	char *sub[] = {xasprintf("%s/bodies", dir), xasprintf("%s/tmp", dir),
@@ -62,6 +88,7 @@ int cache_open(const char *dir, struct cache **ret)
 	}
 	if (r < 0)
 		return r;
+	sweep_tmp(dir);
 	struct cache *c = xcalloc(1, sizeof(*c));
 	c->dir = xstrdup(dir);
 	pthread_mutex_init(&c->lock, NULL);

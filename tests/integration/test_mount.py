@@ -231,3 +231,16 @@ def test_background_mount(sitefs_bin, nginx_lock, tmp_path):
             os.kill(pid, signal.SIGKILL)
         if not is_mounted(mnt):
             shutil.rmtree(mnt.parent, ignore_errors=True)
+
+
+def test_stale_fill_files_are_swept(mount, nginx_lock, tmp_path):
+    """Temp files of a killed fill do not pile up: untouched for an hour, they go."""
+    cache = tmp_path / "cache-sweep"
+    (cache / "tmp").mkdir(parents=True)
+    stale, fresh = cache / "tmp" / "fill.stale1", cache / "tmp" / "fill.fresh1"
+    stale.write_bytes(b"x" * 4096)
+    fresh.write_bytes(b"y")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    mount(nginx_lock, cache=cache)
+    assert not stale.exists() and fresh.exists()
