@@ -138,15 +138,19 @@ int cache_tmpfile(struct cache *c, char **ret_path)
 /* Opens a published body; a wrong size means a torn or tampered file. */
 static int open_checked(const char *path, uint64_t size)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
-		return -errno;
-	struct stat st;
+		return errno == ELOOP ? -ENOENT : -errno;
+	struct stat st, now;
 	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == size)
 		return fd;
+	/* Drop it only if it is still the file we looked at: another thread
+	 * may have published a good copy in the meantime. */
+	if (lstat(path, &now) == 0 && now.st_ino == st.st_ino && now.st_dev == st.st_dev) {
+		log_debug(LOG_CAT_CACHE, "\"%s\" has the wrong size, dropping it", path);
+		unlink(path);
+	}
 	close(fd);
-	log_debug(LOG_CAT_CACHE, "\"%s\" has the wrong size, dropping it", path);
-	unlink(path);
 	return -ENOENT;
 }
 

@@ -378,6 +378,14 @@ int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen)
 			r = rs[k];
 			break;
 		}
+		if (m->req.resource_size && m->req.resource_size != m->w->spec->size) {
+			snprintf(err, errlen, "wheel \"%s\" (%s): the server's file has %llu bytes, "
+				 "the lock says %llu", m->w->spec->filename, m->w->spec->url,
+				 (unsigned long long)m->req.resource_size,
+				 (unsigned long long)m->w->spec->size);
+			r = -EBADMSG;
+			break;
+		}
 		if (m->req.range_ignored && m->tmp) {
 			/* the server sent the whole wheel: check it now, as a download */
 			char *path;

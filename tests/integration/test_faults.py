@@ -172,3 +172,20 @@ def test_small_wheel_not_matching_the_lock_is_refused(sitefs_bin, nginx_lock, wh
                        capture_output=True, text=True, timeout=60, env=clean_env())
     assert r.returncode != 0 and not os.path.ismount(mnt)
     assert whl.name in r.stderr and "sha256" in r.stderr, r.stderr
+
+
+def test_lock_size_not_matching_the_server_is_refused(sitefs_bin, nginx_lock, wheelhouse,
+                                                      tmp_path):
+    whl = wheelhouse["bigpkg"]
+    size = whl.stat().st_size
+    bad = tmp_path / "bad-size.toml"
+    text = nginx_lock.read_text()
+    assert f"size = {size}" in text
+    bad.write_text(text.replace(f"size = {size}", f"size = {size - 1000}"))
+    mnt = short_dir() / "venv"
+    mnt.mkdir()
+    r = subprocess.run([sitefs_bin, "mount", "-f", "--python", "/usr/bin/python3",
+                        "--cache-dir", str(tmp_path / "cache"), str(bad), str(mnt)],
+                       capture_output=True, text=True, timeout=60, env=clean_env())
+    assert r.returncode != 0 and not os.path.ismount(mnt)
+    assert whl.name in r.stderr and "the lock says" in r.stderr, r.stderr
