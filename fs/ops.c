@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -536,6 +537,13 @@ int fs_serve(struct fs_ctx *ctx, const char *mountpoint, const char *fuse_opts, 
 	int r = -EIO;
 
 	fuse_set_log_func(fuse_log_to_ours);
+	/* every open file holds a cache fd until its release: many processes
+	 * on one mount need more than the usual soft limit of 1024 */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	fuse_opt_add_arg(&args, "sitefs");
 	if (debug)
 		fuse_opt_add_arg(&args, "-d");

@@ -61,8 +61,9 @@ struct pyc_tmp {
 	uint32_t dir, src; /* tree nodes: the directory and the source */
 	uint8_t opt;
 	char *name;        /* the temp's name in __pycache__; NULL once renamed or gone */
-	char *path;        /* temp file in <cache>/tmp; NULL once linked or removed */
-	int fd;            /* written through; kept after rename if not linked, else -1 */
+	char *path;        /* temp file in <cache>/tmp; kept after a rename that lost
+			      the race to publish (it serves this inode); else NULL */
+	int fd;            /* written through until the rename, then -1 */
 	bool renamed;      /* now the pyc of src */
 	bool gone;
 };
@@ -232,6 +233,8 @@ static int tmp_size(struct pyc *p, struct pyc_tmp *t, uint64_t *ret)
 	int r = 0;
 	if (t->fd >= 0) {
 		r = fstat(t->fd, &st) < 0 ? -errno : 0;
+	} else if (t->path) {
+		r = stat(t->path, &st) < 0 ? -errno : 0;
 	} else {
 		char *sp = store_path(p, t->src, t->opt);
 		r = stat(sp, &st) < 0 ? -errno : 0;
@@ -521,13 +524,15 @@ void pyc_rename(struct pyc *p, fuse_req_t req, uint64_t d, const char *name, uin
 			close(ofd);
 	}
 	free(sp);
-	if (t->path)
-		unlink(t->path);
-	free(t->path);
-	t->path = NULL;
+	/* No fd is kept (32 processes compiling at once would hold one per
+	 * pyc each): a loser of the race keeps its own file in tmp/ (removed at
+	 * unmount) and is opened by path, like the store file. */
+	close(t->fd);
+	t->fd = -1;
 	if (linked) {
-		close(t->fd);
-		t->fd = -1;
+		unlink(t->path);
+		free(t->path);
+		t->path = NULL;
 	}
 	free(t->name);
 	t->name = NULL;
@@ -561,14 +566,11 @@ void pyc_open(struct pyc *p, fuse_req_t req, fuse_ino_t ino, struct fuse_file_in
 			fuse_reply_err(req, t && !t->gone ? EACCES : ENOENT);
 			return;
 		}
-		if (t->fd >= 0) {
-			fuse_reply_open(req, fi); /* served from t->fd */
-			return;
-		}
 		src = t->src;
 		opt = t->opt;
 	}
-	char *sp = store_path(p, src, opt);
+	char *sp = k == PYC_TMP && tmp_get(p, idx)->path ? xstrdup(tmp_get(p, idx)->path)
+							   : store_path(p, src, opt);
 	int fd = open(sp, O_RDONLY | O_CLOEXEC);
 	free(sp);
 	if (fd < 0) {
@@ -594,10 +596,8 @@ void pyc_read(struct pyc *p, fuse_req_t req, fuse_ino_t ino, size_t size, off_t 
 			return;
 		}
 		src = t->src;
-		if (fi->fh == UINT64_MAX)
-			fd = t->fd;
 	}
-	if (fd < 0 || off < 0) {
+	if (fi->fh == UINT64_MAX || off < 0) {
 		fuse_reply_err(req, EIO);
 		return;
 	}

@@ -118,3 +118,17 @@ def test_store_serves_every_wheel_with_the_same_source(mount, nginx_lock, tmp_pa
     served = (m.site / "purepkg/__pycache__" / f"core.{TAG}.pyc").read_bytes()
     mtime = int((m.site / "purepkg/core.py").stat().st_mtime) & 0xFFFFFFFF
     assert served[8:12] == mtime.to_bytes(4, "little")
+
+
+def test_many_processes_compiling_at_once(mount, nginx_lock, tmp_path):
+    """All of them import fine, and the daemon keeps no fd
+    per lost race (32 processes x 2k pycs once ran it out of descriptors)."""
+    m = mount(nginx_lock, cache=tmp_path / "c")
+    procs = [subprocess.Popen([str(m.path / "bin/python"), "-c",
+                               "import purepkg.core, purepkg.util, purepkg.sub.deep.mod"],
+                              env=py_env()) for _ in range(16)]
+    assert [p.wait(60) for p in procs] == [0] * 16
+    fds = len(os.listdir(f"/proc/{m.proc.pid}/fd"))
+    assert fds < 32, f"daemon holds {fds} fds after the processes ended"
+    out = verbose_import(m, "purepkg.core")
+    assert "code object from '" in out and "created '" not in out.split("purepkg", 1)[1]
