@@ -47,6 +47,19 @@ static int sink_buf_body(void *ud, const uint8_t *data, size_t len)
 	return 0;
 }
 
+/* Where the bytes of entry k can end: its span guess (header, name, slack,
+ * data), cut at the next entry's local header when the directory lists them
+ * in file order, so a request never reaches into its neighbour's bytes. */
+static uint64_t entry_end(const struct wheel_src *w, size_t k)
+{
+	const struct zip_cd *cd = w->meta.cd;
+	const struct zip_entry *e = &cd->entries[k];
+	uint64_t end = MIN(e->lho + zipcd_span_guess(e), w->spec->size);
+	if (k + 1 < cd->n && cd->entries[k + 1].lho > e->lho)
+		end = MIN(end, cd->entries[k + 1].lho);
+	return end;
+}
+
 static int out_write(void *ud, const uint8_t *data, size_t len)
 {
 	return write_full(*(int *)ud, data, len);
@@ -101,7 +114,7 @@ static int body_fill(void *ud, int fd)
 		return -EIO;
 	buf_init(&f->hdr);
 	f->pos = e->lho;
-	uint64_t want = MIN(zipcd_span_guess(e), size - e->lho);
+	uint64_t want = entry_end(f->w, (size_t)(e - f->w->meta.cd->entries)) - e->lho;
 	int r = wheel_read(f->ctx, f->w, e->lho, want, sink, f, err, sizeof(err));
 	if (r == 0 && !f->data_off && f->hdr.len >= ZIPCD_LOCAL_HEADER_MIN) {
 		/* A long local extra field: read again, knowing the header's length. */
@@ -196,10 +209,9 @@ static void plan_run(struct fs_ctx *ctx, struct wheel_src *w, size_t t, struct r
 {
 	const struct zip_cd *cd = w->meta.cd;
 	const struct zip_entry *te = &cd->entries[t];
-	uint64_t size = w->spec->size;
 	ru->first = ru->last = t;
 	ru->lo = te->lho;
-	ru->hi = MIN(te->lho + zipcd_span_guess(te), size);
+	ru->hi = entry_end(w, t);
 	for (bool grew = true; grew;) {
 		grew = false;
 		if (ru->first > 0) {
@@ -213,7 +225,7 @@ static void plan_run(struct fs_ctx *ctx, struct wheel_src *w, size_t t, struct r
 		}
 		if (ru->last + 1 < cd->n) {
 			const struct zip_entry *e = &cd->entries[ru->last + 1];
-			uint64_t end = MIN(e->lho + zipcd_span_guess(e), size);
+			uint64_t end = entry_end(w, ru->last + 1);
 			if (e->lho >= cd->entries[ru->last].lho + 30 && e->lho < ru->hi + 4096 &&
 			    same_dir(e->name, te->name) && neighbour_node(ctx, w, ru->last + 1) &&
 			    end - ru->lo <= SPAN_MAX) {
@@ -249,6 +261,21 @@ static int fill_run(struct fill *f, int fd)
 		ru.claimed[k - ru.first] =
 			cache_claim(ctx->cache, keys[k - ru.first], nd->has_sha, nd->size);
 	}
+	/* Neighbours another opener has in flight (or has published) at either
+	 * end are left out of the range: their bytes are on the wire already. */
+	while (ru.first < t && !ru.claimed[0]) {
+		memmove(ru.claimed, ru.claimed + 1, --n * sizeof(bool));
+		memmove(keys, keys + 1, n * 32);
+		ru.first++;
+	}
+	while (ru.last > t && !ru.claimed[n - 1]) {
+		n--;
+		ru.last--;
+	}
+	ru.lo = cd->entries[ru.first].lho;
+	ru.hi = 0;
+	for (size_t k = ru.first; k <= ru.last; k++)
+		ru.hi = MAX(ru.hi, entry_end(w, k));
 	struct buf b;
 	buf_init(&b);
 	char err[300] = "";

@@ -245,8 +245,12 @@ again:
 	f = add_inflight(c, key, verified);
 	pthread_mutex_unlock(&c->lock);
 
-	int r = fill_and_publish(c, path, size, fill, ud);
-	fd = r < 0 ? r : open_checked(path, size);
+	/* Another fill may have published it between our miss and our claim. */
+	fd = open_checked(path, size);
+	if (fd == -ENOENT) {
+		int r = fill_and_publish(c, path, size, fill, ud);
+		fd = r < 0 ? r : open_checked(path, size);
+	}
 
 	pthread_mutex_lock(&c->lock);
 	end_inflight(c, f, fd < 0 ? fd : 0);
