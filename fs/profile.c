@@ -21,6 +21,8 @@
  *   the claim is given up and an opener fills the body itself).  Entries
  *   whose compressed size exceeds BIG_MIN are not buffered: they are filled
  *   by the ordinary streaming path (fs_body_open), one request each.
+ *   Memory: at most WORKERS ranges of RANGE_MAX bytes (plus one inflated
+ *   entry each) at a time.
  * - Recording is one store per opened node into a byte array (no lock). */
 #include <errno.h>
 #include <fcntl.h>
@@ -42,8 +44,8 @@
 #define PROFILE_MAX_BYTES (64u << 20)
 #define PROFILE_WRITE_S 30
 #define GAP_MAX (256u << 10)
-#define RANGE_MAX (4u << 20)
-#define BIG_MIN RANGE_MAX
+#define RANGE_MAX (1u << 20)
+#define BIG_MIN RANGE_MAX /* never buffer an entry larger than a range */
 #define WORKERS 32
 
 struct pentry { /* one claimed (or big) body of the replay */

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.fuse
 
 FILES = [("purepkg", "purepkg/core.py"), ("purepkg", "purepkg/sub/deep/mod.py"),
          ("clipkg", "clipkg/cli.py"), ("datapkg", "datapkg/__init__.py"),
-         ("bigpkg", "bigpkg/__init__.py"), ("bigpkg", "bigpkg/big.bin")]
+         ("bigpkg", "bigpkg/__init__.py")]
+BIG = ("bigpkg", "bigpkg/big.bin")  # > 1 MiB compressed: streamed alone, not buffered
 HEADER = "# sitefs profile 1\n"
 DONE = re.compile(r'profile "[^"]*": (\d+) bodies .* in (\d+) ranges, (\d+) requests|'
                   r'profile "[^"]*": nothing to fetch')
@@ -64,6 +65,7 @@ def test_record_then_replay(mount, nginx, nginx_lock, wheelhouse, tmp_path):
     assert len(reqs) <= len(wheels), reqs
     assert {r.name for r in reqs} == wheels
     assert all(r.status == 206 for r in reqs)
+    assert m.proc.poll() is None
 
     mark = nginx.mark()
     for name, entry in FILES:
@@ -75,17 +77,33 @@ def test_record_then_replay(mount, nginx, nginx_lock, wheelhouse, tmp_path):
     assert want <= profile_lines(prof)
 
 
+def test_big_entry_is_streamed(mount, nginx, nginx_lock, wheelhouse, tmp_path):
+    cache = tmp_path / "cache"
+    unmount(mount(nginx_lock, cache=cache))  # the catalog only
+    prof = tmp_path / "big.profile"
+    prof.write_text(HEADER + f"{wheelhouse[BIG[0]].name}\t{BIG[1]}\n")
+    mark = nginx.mark()
+    m = mount(nginx_lock, cache=cache, args=["--profile", prof])
+    assert wait_replay(m).group(1) == "1"
+    reqs = nginx.requests(mark)
+    assert [r.name for r in reqs] == [wheelhouse[BIG[0]].name]
+    mark = nginx.mark()
+    assert (m.site / BIG[1]).read_bytes() == wheelhouse.content(*BIG)
+    assert nginx.requests(mark) == []
+
+
 def test_early_opens_wait_for_the_replay(mount, nginx, nginx_lock, wheelhouse, tmp_path):
     """Opens racing the replay wait for it (or fill first, and the replay skips what
     they claimed): no byte is fetched twice."""
     cache = tmp_path / "cache"
     unmount(mount(nginx_lock, cache=cache))  # the catalog only
     prof = tmp_path / "p.profile"
-    prof.write_text(HEADER + "".join(f"{wheelhouse[n].name}\t{e}\n" for n, e in FILES))
+    files = FILES + [BIG]
+    prof.write_text(HEADER + "".join(f"{wheelhouse[n].name}\t{e}\n" for n, e in files))
     mark = nginx.mark()
     m = mount(nginx_lock, cache=cache, args=["--profile", prof])
-    got = [(m.site / e).read_bytes() for _, e in FILES]
-    assert got == [wheelhouse.content(n, e) for n, e in FILES]
+    got = [(m.site / e).read_bytes() for _, e in files]
+    assert got == [wheelhouse.content(n, e) for n, e in files]
     wait_replay(m)
     per = {}
     for r in nginx.requests(mark):
@@ -94,7 +112,9 @@ def test_early_opens_wait_for_the_replay(mount, nginx, nginx_lock, wheelhouse, t
         size = (wheelhouse.dir / name).stat().st_size
         spans = sorted(s for rg in ranges for s in range_spans(rg, size))
         for (a, b), (c, d) in zip(spans, spans[1:]):
-            assert b <= c, f"{name}: bytes fetched twice: {spans}"
+            # a range ends with up to 256 bytes of slack for an unknown local extra
+            # field, which may be the next entry's header: never a body twice
+            assert b - c < 512, f"{name}: bytes fetched twice: {spans}"
 
 
 def test_stale_entries_are_ignored(mount, nginx_lock, wheelhouse, tmp_path):
