@@ -331,6 +331,7 @@ int fs_body_open(struct fs_ctx *ctx, uint32_t i)
 	const struct tree_node *nd = &ctx->tree->nodes[i];
 	if (nd->kind != TREE_BODY)
 		return -EINVAL;
+	profile_note(ctx->profile, i);
 	struct wheel_src *w = &ctx->wheels[nd->body.wheel];
 	struct fill f = {
 		.ctx = ctx,

@@ -46,6 +46,7 @@ struct fs_ctx {
 	struct tree *tree;
 	struct cache *cache;
 	struct pyc *pyc; /* NULL: no bytecode store (read-only __pycache__-less tree) */
+	struct profile *profile; /* NULL: no --profile */
 	struct fs_prepare_stats stats;
 };
 
@@ -122,6 +123,16 @@ void pyc_open(struct pyc *p, fuse_req_t req, fuse_ino_t ino, struct fuse_file_in
 void pyc_read(struct pyc *p, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	      struct fuse_file_info *fi);
 void pyc_release(struct pyc *p, fuse_ino_t ino, struct fuse_file_info *fi);
+
+/* --- profile.c: --profile FILE (see the DESIGN note there). */
+struct profile;
+/* Loads path (a missing, unreadable or corrupt file is a warning, never an
+ * error) and starts the replay of its bodies in the background. */
+struct profile *profile_open(struct fs_ctx *ctx, const char *path);
+/* Stops the replay and writes what this mount opened. Accepts NULL. */
+struct profile *profile_close(struct profile *p);
+/* Records that tree node i (a body) was opened. Accepts p == NULL. */
+void profile_note(struct profile *p, uint32_t i);
 
 /* --- ops.c */
 const struct fuse_lowlevel_ops *ops_get(void);
