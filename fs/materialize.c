@@ -18,7 +18,8 @@
  *   other workers inflate and write, so the network and the CPUs overlap.
  * - Hardlinks share one inode, hence one mode: cache bodies are 0444, the
  *   tree wants 0644/0755.  So hardlink mode links to a per-mode copy kept
- *   under <cache>/links/<mode>/ (made once from the body, temp + rename),
+ *   under <cache>/links/<mode>/ (made once from the body, temp + link():
+ *   the first copy wins and is never replaced while good),
  *   never to the verified body itself: editing a hardlinked file in place
  *   changes that shared copy (and every venv linked to it), never what a
  *   mount serves.
@@ -170,8 +171,23 @@ static int create_at(struct mat *m, const char *path, mode_t mode)
 	return fd < 0 ? -errno : fd;
 }
 
+/* A usable link source: a regular file of this size and mode. */
+static bool link_source_ok(const char *path, uint64_t size, mode_t mode)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == size &&
+	       (st.st_mode & 07777) == mode;
+}
+
 /* <cache>/links/<mode>/<ab>/<rest>: a copy of the body with this mode, for
- * hardlinking (see DESIGN).  Returns the path (caller frees) or NULL. */
+ * hardlinking (see DESIGN).  Returns the path (caller frees) or NULL.
+ *
+ * The copy is published with link(), first writer wins, never renamed over
+ * a good one: other workers (and other processes) hardlink to this path as
+ * soon as it exists, and linkat() on a name whose inode loses its last link
+ * between the lookup and the link fails with ENOENT (vfs_link refuses an
+ * inode with i_nlink 0).  Only a damaged copy (wrong size or mode, e.g.
+ * chmod in a venv) is replaced with rename(). */
 static char *link_source(struct mat *m, uint32_t i, int src, mode_t mode, int *ret_err)
 {
 	struct fs_ctx *ctx = m->ctx;
@@ -183,29 +199,36 @@ static char *link_source(struct mat *m, uint32_t i, int src, mode_t mode, int *r
 	hex_encode(key, 32, hex);
 	char *path = xasprintf("%s/links/%04o/%s%.2s/%s", ctx->cache_dir, (unsigned)mode,
 			       verified ? "" : "x", hex, hex + 2);
-	struct stat st;
-	if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == nd->size &&
-	    (st.st_mode & 07777) == mode)
+	if (link_source_ok(path, nd->size, mode))
 		return path;
 	char *tmp;
 	int fd = cache_tmpfile(ctx->cache, &tmp);
-	int r = fd < 0 ? fd : copy_fd(src, fd, nd->size);
+	if (fd < 0) {
+		*ret_err = fd;
+		free(path);
+		return NULL;
+	}
+	int r = copy_fd(src, fd, nd->size);
 	if (r == 0 && fchmod(fd, mode) < 0)
 		r = -errno;
-	if (fd >= 0)
-		close(fd);
+	close(fd);
+	bool renamed = false;
 	if (r == 0) {
 		char *dir = xstrndup(path, (size_t)(strrchr(path, '/') - path));
 		r = mkdir_p(dir, 0755);
 		free(dir);
-		if (r == 0 && rename(tmp, path) < 0)
+		if (r == 0 && link(tmp, path) < 0)
 			r = -errno;
+		if (r == -EEXIST && link_source_ok(path, nd->size, mode)) {
+			r = 0; /* another worker's copy */
+		} else if (r == -EEXIST) {
+			renamed = rename(tmp, path) == 0; /* a damaged copy: replace it */
+			r = renamed ? 0 : -errno;
+		}
 	}
-	if (fd >= 0) {
-		if (r < 0)
-			unlink(tmp);
-		free(tmp);
-	}
+	if (!renamed)
+		unlink(tmp);
+	free(tmp);
 	if (r < 0) {
 		*ret_err = r;
 		free(path);
@@ -254,7 +277,7 @@ static int place(struct mat *m, uint32_t i, int src, const char *path)
 		}
 		if (lm == FS_LINK_HARDLINK) {
 			r = 0;
-			char *ls = link_source(m, i, src, nd->mode & 07777, &r);
+			char *ls = link_source(m, i, src, mode, &r);
 			if (ls) {
 				r = linkat(AT_FDCWD, ls, m->destfd, path, 0) < 0 ? -errno : 0;
 				free(ls);

@@ -316,3 +316,28 @@ def test_compile_like_pip(nginx_lock, wheelhouse, tmp_path, cleanup):
     subprocess.run([str(dest / "bin/python"), "-c", "import purepkg, clipkg.cli, pip._internal"],
                    check=True, env=e)
     assert set(pycs(dest)) == before
+
+
+def test_hardlink_workers_sharing_bodies(tmp_path, cleanup):
+    """Many wheels shipping the same files (empty __init__.py, vendored modules): the
+    workers race to create each links/ copy while others already hardlink to it.  A copy
+    renamed over another between linkat's lookup and its link made linkat fail with ENOENT
+    (seen as "cannot hardlink from the cache" in the fidelity test)."""
+    wheels = [wheelgen.make_wheel(tmp_path / "wheels", f"same{k}", "1.0", {
+        **{f"same{k}/m{j}.py": f"X = {j}\n".encode() for j in range(150)},
+        **{f"same{k}/p{j}/__init__.py": b"" for j in range(10)},
+    }) for k in range(8)]
+    lock = wheelgen.write_pylock(tmp_path / "pylock.toml", wheels,
+                                 "file://" + str(tmp_path / "wheels"))
+    for run in range(6):
+        dest = new_dest()
+        cleanup(dest.parent)
+        r = materialize("--link-mode", "hardlink", "-j", "8", lock, dest,
+                        cache=tmp_path / f"cache{run}")
+        mode, _, hard, copied, _ = summary(r)
+        assert (mode, copied) == ("hardlink", 0) and hard > 8 * 160
+        site = dest / f"lib/{PYVER}/site-packages"
+        for k in range(8):
+            assert (site / f"same{k}/m149.py").read_bytes() == b"X = 149\n"
+            assert (site / f"same{k}/m149.py").stat().st_ino == \
+                (site / "same0/m149.py").stat().st_ino
