@@ -122,12 +122,16 @@ static void progress(struct mat *m, uint64_t add, bool final)
 
 /* ---- placing one file ---- */
 
+/* Copies bytes [0, size) of src to dst's offset.  Reads at explicit offsets:
+ * src is one fd per body, read more than once (the links/ copy, then a copy
+ * into DEST when hardlinking fails), so its file offset means nothing. */
 static int copy_fd(int src, int dst, uint64_t size)
 {
 	uint64_t left = size;
+	loff_t in = 0;
 	bool fallback = false;
 	while (left && !fallback) {
-		ssize_t n = copy_file_range(src, NULL, dst, NULL, MIN(left, 1u << 30), 0);
+		ssize_t n = copy_file_range(src, &in, dst, NULL, MIN(left, 1u << 30), 0);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 &&

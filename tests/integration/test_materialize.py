@@ -341,3 +341,24 @@ def test_hardlink_workers_sharing_bodies(tmp_path, cleanup):
             assert (site / f"same{k}/m149.py").read_bytes() == b"X = 149\n"
             assert (site / f"same{k}/m149.py").stat().st_ino == \
                 (site / "same0/m149.py").stat().st_ino
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root")
+def test_cache_on_another_mount_of_the_same_filesystem(nginx_lock, pip_venv, tmp_path, cleanup):
+    """The cache on a bind mount of DEST's filesystem: FICLONE and link() fail with EXDEV
+    there but copy_file_range works, so auto goes clone -> hardlink (after making the
+    links/ copy from the body's fd) -> copy from that same fd, which must not start where
+    the links/ copy left the fd's offset (at the end: "copy: Input/output error")."""
+    dest = new_dest()
+    cleanup(dest.parent)
+    src, mnt = tmp_path / "bindsrc", tmp_path / "bindmnt"
+    src.mkdir()
+    mnt.mkdir()
+    subprocess.run(["mount", "--bind", str(src), str(mnt)], check=True)
+    try:
+        r = materialize(nginx_lock, dest, cache=mnt / "cache")
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+    assert summary(r)[0] == "copy"
+    problems = compare_trees(pip_venv, dest)
+    assert not problems, "\n".join(problems)
