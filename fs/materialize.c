@@ -28,7 +28,9 @@
  *   impossible, e.g. another filesystem).  A single file that hits the
  *   link limit (EMLINK) is copied.
  * - Locks: m->lock protects the first error and progress reporting only;
- *   counters are atomics.  w->lock (wheel.c) guards local_path as usual.
+ *   m->relink serializes the replacement of a damaged links/ copy (local
+ *   stat + rename); both are leaves.  Counters are atomics.  w->lock
+ *   (wheel.c) guards local_path as usual.
  * Deliberately missing: fsync (the caller's rename is the commit point, a
  * crash before it leaves only a temp directory), xattrs, ownership. */
 #include <errno.h>
@@ -64,6 +66,7 @@ struct mat {
 	int mode;    /* current enum fs_link_mode (atomic; AUTO downgrades) */
 	int failed;  /* atomic */
 	pthread_mutex_t lock;
+	pthread_mutex_t relink;		/* replacing a damaged links/ copy */
 	int err;			/* first error; protected by lock */
 	char *errmsg;			/* protected by lock */
 	uint64_t done;			/* body bytes done (atomic) */
@@ -191,7 +194,8 @@ static bool link_source_ok(const char *path, uint64_t size, mode_t mode)
  * soon as it exists, and linkat() on a name whose inode loses its last link
  * between the lookup and the link fails with ENOENT (vfs_link refuses an
  * inode with i_nlink 0).  Only a damaged copy (wrong size or mode, e.g.
- * chmod in a venv) is replaced with rename(). */
+ * chmod in a venv) is replaced with rename(), once per process; another
+ * process may still replace one under us: hardlink_at() retries on ENOENT. */
 static char *link_source(struct mat *m, uint32_t i, int src, mode_t mode, int *ret_err)
 {
 	struct fs_ctx *ctx = m->ctx;
@@ -226,8 +230,15 @@ static char *link_source(struct mat *m, uint32_t i, int src, mode_t mode, int *r
 		if (r == -EEXIST && link_source_ok(path, nd->size, mode)) {
 			r = 0; /* another worker's copy */
 		} else if (r == -EEXIST) {
-			renamed = rename(tmp, path) == 0; /* a damaged copy: replace it */
-			r = renamed ? 0 : -errno;
+			/* a damaged copy: replace it, once (checked again under the
+			 * lock: another worker may have replaced it and be linking) */
+			pthread_mutex_lock(&m->relink);
+			r = 0;
+			if (!link_source_ok(path, nd->size, mode)) {
+				renamed = rename(tmp, path) == 0;
+				r = renamed ? 0 : -errno;
+			}
+			pthread_mutex_unlock(&m->relink);
 		}
 	}
 	if (!renamed)
@@ -239,6 +250,23 @@ static char *link_source(struct mat *m, uint32_t i, int src, mode_t mode, int *r
 		return NULL;
 	}
 	return path;
+}
+
+/* Hardlinks path to the links/ copy of BODY node i.  ENOENT is retried: a
+ * damaged copy replaced by another process between linkat's lookup and its
+ * link (see link_source); the replacement is good. */
+static int hardlink_at(struct mat *m, uint32_t i, int src, mode_t mode, const char *path)
+{
+	int r = -ENOENT;
+	for (int tries = 0; tries < 4 && r == -ENOENT; tries++) {
+		r = 0;
+		char *ls = link_source(m, i, src, mode, &r);
+		if (ls) {
+			r = linkat(AT_FDCWD, ls, m->destfd, path, 0) < 0 ? -errno : 0;
+			free(ls);
+		}
+	}
+	return r;
 }
 
 static void downgrade(struct mat *m, int from, int to, const char *why)
@@ -280,12 +308,7 @@ static int place(struct mat *m, uint32_t i, int src, const char *path)
 			continue;
 		}
 		if (lm == FS_LINK_HARDLINK) {
-			r = 0;
-			char *ls = link_source(m, i, src, mode, &r);
-			if (ls) {
-				r = linkat(AT_FDCWD, ls, m->destfd, path, 0) < 0 ? -errno : 0;
-				free(ls);
-			}
+			r = hardlink_at(m, i, src, mode, path);
 			if (r == 0) {
 				ADD(m->st.hardlinked, 1);
 				return 0;
@@ -485,6 +508,7 @@ static struct mat *mat_done(struct mat *m)
 	free(m->order);
 	free(m->errmsg);
 	pthread_mutex_destroy(&m->lock);
+	pthread_mutex_destroy(&m->relink);
 	if (m->destfd >= 0)
 		close(m->destfd);
 	return NULL;
@@ -513,6 +537,7 @@ int fs_materialize(struct fs_ctx *ctx, const struct fs_materialize_opts *o,
 	int r = 0;
 
 	pthread_mutex_init(&m.lock, NULL);
+	pthread_mutex_init(&m.relink, NULL);
 	m.umask = umask(0);
 	umask(m.umask);
 	if (o->dest) {

@@ -322,7 +322,8 @@ def test_hardlink_workers_sharing_bodies(tmp_path, cleanup):
     """Many wheels shipping the same files (empty __init__.py, vendored modules): the
     workers race to create each links/ copy while others already hardlink to it.  A copy
     renamed over another between linkat's lookup and its link made linkat fail with ENOENT
-    (seen as "cannot hardlink from the cache" in the fidelity test)."""
+    (seen as "cannot hardlink from the cache" in the fidelity test).  Damaged copies (a
+    chmod in a venv changes the shared inode) are replaced while other workers link."""
     wheels = [wheelgen.make_wheel(tmp_path / "wheels", f"same{k}", "1.0", {
         **{f"same{k}/m{j}.py": f"X = {j}\n".encode() for j in range(150)},
         **{f"same{k}/p{j}/__init__.py": b"" for j in range(10)},
@@ -341,6 +342,26 @@ def test_hardlink_workers_sharing_bodies(tmp_path, cleanup):
             assert (site / f"same{k}/m149.py").read_bytes() == b"X = 149\n"
             assert (site / f"same{k}/m149.py").stat().st_ino == \
                 (site / "same0/m149.py").stat().st_ino
+    # damaged copies, two processes repairing them at once
+    links = [p for p in (tmp_path / "cache0/links").rglob("*") if p.is_file()]
+    for run in range(4):
+        for p in links:
+            p.chmod(0o600)
+        dests = [new_dest(), new_dest()]
+        procs = []
+        for dest in dests:
+            cleanup(dest.parent)
+            procs.append(subprocess.Popen(
+                [str(SITEFS_BIN), "materialize", "--python", PY, "--cache-dir",
+                 str(tmp_path / "cache0"), "--link-mode", "hardlink", "-j", "8", str(lock),
+                 str(dest)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, text=True, env=clean_env()))
+        for proc in procs:
+            err = proc.communicate(timeout=60)[1]
+            assert proc.returncode == 0, err
+        for dest in dests:
+            m0 = dest / f"lib/{PYVER}/site-packages/same7/m0.py"
+            assert m0.read_bytes() == b"X = 0\n" and m0.stat().st_mode & 0o777 == 0o644
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root")
