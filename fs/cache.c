@@ -13,6 +13,10 @@
  *   with identical bytes.
  * - The store is untrusted on read: a body whose size is wrong is removed
  *   and fetched again.  No fsync: a torn file after a crash fails that check.
+ * - A published body may vanish at any time (that removal racing a new
+ *   fill, another daemon, an rm of the cache): the filler returns an fd on
+ *   the file it published, never reopens the path, and a waiter that finds
+ *   nothing after a successful fill treats the key as never filled.
  * - A fill may also publish neighbours that rode the same request: it claims
  *   them first (cache_claim: an in-flight record, so that a concurrent
  *   opener of a neighbour waits instead of fetching it again), then
@@ -108,21 +112,35 @@ int cache_tmpfile(struct cache *c, char **ret_path)
 	return fd;
 }
 
-/* Opens a published body; a wrong size means a torn or tampered file. */
+/* Opens a published body; a wrong size means a torn or tampered file.  It
+ * is dropped only while path still names it: a fill (of this process or
+ * another) may have published a good copy there since the open.  (Between
+ * that check and the unlink a good copy can still go: callers treat a body
+ * that vanishes as one never published.) */
 static int open_checked(const char *path, uint64_t size)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	struct stat st;
-	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == size)
+	struct stat st, now;
+	if (fstat(fd, &st) < 0) {
+		int r = -errno;
+		close(fd);
+		return r;
+	}
+	if (S_ISREG(st.st_mode) && (uint64_t)st.st_size == size)
 		return fd;
 	close(fd);
-	log_debug(LOG_CAT_CACHE, "\"%s\" has the wrong size, dropping it", path);
-	unlink(path);
+	if (stat(path, &now) == 0 && now.st_dev == st.st_dev && now.st_ino == st.st_ino) {
+		log_debug(LOG_CAT_CACHE, "\"%s\" has the wrong size, dropping it", path);
+		unlink(path);
+	}
 	return -ENOENT;
 }
 
+/* Fills a temp file and renames it to path.  Returns an O_RDONLY fd on the
+ * file it published, not on whatever path names by then (another fill may
+ * have replaced it, a torn copy's cleanup may have dropped it), or -errno. */
 static int fill_and_publish(struct cache *c, const char *path, uint64_t size, cache_fill_fn fill,
 			    void *ud)
 {
@@ -137,6 +155,9 @@ static int fill_and_publish(struct cache *c, const char *path, uint64_t size, ca
 	if (r == 0 && fchmod(fd, 0444) < 0)
 		r = -errno;
 	close(fd);
+	int ro = -1;
+	if (r == 0 && (ro = open(tmp, O_RDONLY | O_CLOEXEC)) < 0)
+		r = -errno;
 	if (r == 0) {
 		char *dir = xstrndup(path, (size_t)(strrchr(path, '/') - path));
 		r = mkdir_p(dir, 0755);
@@ -144,10 +165,13 @@ static int fill_and_publish(struct cache *c, const char *path, uint64_t size, ca
 		if (r == 0 && rename(tmp, path) < 0)
 			r = -errno;
 	}
-	if (r < 0)
+	if (r < 0) {
 		unlink(tmp);
+		if (ro >= 0)
+			close(ro);
+	}
 	free(tmp);
-	return r;
+	return r < 0 ? r : ro;
 }
 
 /* The in-flight record of key, or NULL.  Caller holds c->lock. */
@@ -209,13 +233,14 @@ again:
 		if (r == -EAGAIN)
 			goto again; /* a neighbour's fill gave it up: fill it ourselves */
 		fd = r < 0 ? r : open_checked(path, size);
+		if (r == 0 && fd == -ENOENT)
+			goto again; /* published, then dropped: as if never published */
 		goto out;
 	}
 	f = add_inflight(c, key, verified);
 	pthread_mutex_unlock(&c->lock);
 
-	int r = fill_and_publish(c, path, size, fill, ud);
-	fd = r < 0 ? r : open_checked(path, size);
+	fd = fill_and_publish(c, path, size, fill, ud);
 
 	pthread_mutex_lock(&c->lock);
 	end_inflight(c, f, fd < 0 ? fd : 0);
@@ -262,7 +287,10 @@ void cache_publish(struct cache *c, const uint8_t key[32], bool verified, const 
 	if (data) {
 		char *path = body_path(c, key, verified);
 		struct buf b = {.data = (uint8_t *)data, .len = len};
-		r = fill_and_publish(c, path, len, write_data, &b) < 0 ? -EAGAIN : 0;
+		int fd = fill_and_publish(c, path, len, write_data, &b);
+		if (fd >= 0)
+			close(fd);
+		r = fd < 0 ? -EAGAIN : 0;
 		free(path);
 	}
 	pthread_mutex_lock(&c->lock);
