@@ -240,7 +240,11 @@ again:
 	f = add_inflight(c, key, verified);
 	pthread_mutex_unlock(&c->lock);
 
-	fd = fill_and_publish(c, path, size, fill, ud);
+	/* A fill that ended between our miss and the lock published first:
+	 * look again now that no new fill of key can start. */
+	fd = open_checked(path, size);
+	if (fd == -ENOENT)
+		fd = fill_and_publish(c, path, size, fill, ud);
 
 	pthread_mutex_lock(&c->lock);
 	end_inflight(c, f, fd < 0 ? fd : 0);

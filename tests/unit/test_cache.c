@@ -1,7 +1,8 @@
 /* test_cache: the body store's single flight, claims and publishing
  * (cache.c), with threads.
  *
- * - one fill for many concurrent callers of one key;
+ * - one fill for many concurrent callers of one key, also when one of them
+ *   missed the body just before the fill ended;
  * - a claimed key: waiters get the published body, or fill it themselves
  *   when the claim is given up;
  * - a body that disappears from the store right after it was published
@@ -122,6 +123,26 @@ static void test_single_flight(void)
 	if (fd >= 0)
 		close(fd);
 	CHECK_INT(cache_peek(cache, key, true, BODY_LEN + 1), -ENOENT);
+	teardown();
+
+	/* Many rounds of first opens with a quick fill: an opener that missed
+	 * the body just before the fill ended must not fill it again. */
+	setup("single-rounds");
+	int twice = 0;
+	for (int round = 0; round < 2000; round++) {
+		unlink(path);
+		fill = (struct fill_ud){0};
+		for (int k = 0; k < 8; k++) {
+			g[k] = (struct getter){.fill = &fill, .rounds = 1};
+			pthread_create(&th[k], NULL, get_loop, &g[k]);
+		}
+		for (int k = 0; k < 8; k++) {
+			pthread_join(th[k], NULL);
+			CHECK_INT(g[k].bad, 0);
+		}
+		twice += fill.calls != 1;
+	}
+	CHECK_INT(twice, 0);
 	teardown();
 }
 
