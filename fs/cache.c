@@ -17,11 +17,12 @@
  *   fill, another daemon, an rm of the cache): the filler returns an fd on
  *   the file it published, never reopens the path, and a waiter that finds
  *   nothing after a successful fill treats the key as never filled.
- * - A fill may also publish neighbours that rode the same request: it claims
- *   them first (cache_claim: an in-flight record, so that a concurrent
- *   opener of a neighbour waits instead of fetching it again), then
- *   publishes or abandons each (cache_publish); waiters of an abandoned
- *   neighbour fill it themselves.
+ * - A fill may also publish neighbours that rode the same request: the
+ *   caller that becomes the filler claims them (an in-flight record each)
+ *   under the same lock as its own key, so two first openers of sibling
+ *   files cannot both start a fill of the same run: the second waits.  The
+ *   fill publishes or abandons each (cache_publish); waiters of an
+ *   abandoned neighbour fill it themselves.
  * - Locking: cache->lock protects the in-flight list only; it is never held
  *   across a fill (network I/O).
  * Deliberately missing (for now): size limits and LRU eviction. */
@@ -210,8 +211,17 @@ static void end_inflight(struct cache *c, struct inflight *f, int result)
 	pthread_cond_broadcast(&c->cond);
 }
 
+static bool published(struct cache *c, const struct cache_claim *cl)
+{
+	char *path = body_path(c, cl->key, cl->verified);
+	struct stat st;
+	bool have = stat(path, &st) == 0 && (uint64_t)st.st_size == cl->size;
+	free(path);
+	return have;
+}
+
 int cache_get(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
-	      cache_fill_fn fill, void *ud)
+	      struct cache_claim *claims, size_t nclaims, cache_fill_fn fill, void *ud)
 {
 	char *path = body_path(c, key, verified);
 	int fd;
@@ -219,10 +229,14 @@ again:
 	fd = open_checked(path, size);
 	if (fd >= 0 || fd != -ENOENT)
 		goto out;
+	for (size_t k = 0; k < nclaims; k++) /* candidates; stat outside the lock */
+		claims[k].claimed = !published(c, &claims[k]);
 
 	pthread_mutex_lock(&c->lock);
 	struct inflight *f = find_inflight(c, key, verified);
 	if (f) {
+		for (size_t k = 0; k < nclaims; k++)
+			claims[k].claimed = false;
 		f->refs++;
 		while (!f->done)
 			pthread_cond_wait(&c->cond, &c->lock);
@@ -238,6 +252,13 @@ again:
 		goto out;
 	}
 	f = add_inflight(c, key, verified);
+	for (size_t k = 0; k < nclaims; k++) {
+		struct cache_claim *cl = &claims[k];
+		if (cl->claimed && find_inflight(c, cl->key, cl->verified))
+			cl->claimed = false; /* another fill's (or key itself) */
+		else if (cl->claimed)
+			add_inflight(c, cl->key, cl->verified);
+	}
 	pthread_mutex_unlock(&c->lock);
 
 	/* A fill that ended between our miss and the lock published first:
@@ -245,6 +266,9 @@ again:
 	fd = open_checked(path, size);
 	if (fd == -ENOENT)
 		fd = fill_and_publish(c, path, size, fill, ud);
+	for (size_t k = 0; k < nclaims; k++)
+		if (claims[k].claimed)
+			cache_publish(c, &claims[k], NULL); /* the fill never got to it */
 
 	pthread_mutex_lock(&c->lock);
 	end_inflight(c, f, fd < 0 ? fd : 0);
@@ -262,44 +286,30 @@ int cache_peek(struct cache *c, const uint8_t key[32], bool verified, uint64_t s
 	return fd;
 }
 
-bool cache_claim(struct cache *c, const uint8_t key[32], bool verified, uint64_t size)
-{
-	char *path = body_path(c, key, verified);
-	struct stat st;
-	bool have = stat(path, &st) == 0 && (uint64_t)st.st_size == size;
-	free(path);
-	if (have)
-		return false;
-	pthread_mutex_lock(&c->lock);
-	bool claimed = !find_inflight(c, key, verified);
-	if (claimed)
-		add_inflight(c, key, verified);
-	pthread_mutex_unlock(&c->lock);
-	return claimed;
-}
-
 static int write_data(void *ud, int fd)
 {
 	const struct buf *b = ud;
 	return write_full(fd, b->data, b->len);
 }
 
-void cache_publish(struct cache *c, const uint8_t key[32], bool verified, const void *data,
-		   size_t len)
+void cache_publish(struct cache *c, struct cache_claim *cl, const void *data)
 {
+	if (!cl->claimed)
+		return;
 	int r = -EAGAIN;
 	if (data) {
-		char *path = body_path(c, key, verified);
-		struct buf b = {.data = (uint8_t *)data, .len = len};
-		int fd = fill_and_publish(c, path, len, write_data, &b);
+		char *path = body_path(c, cl->key, cl->verified);
+		struct buf b = {.data = (uint8_t *)data, .len = (size_t)cl->size};
+		int fd = fill_and_publish(c, path, cl->size, write_data, &b);
 		if (fd >= 0)
 			close(fd);
 		r = fd < 0 ? -EAGAIN : 0;
 		free(path);
 	}
 	pthread_mutex_lock(&c->lock);
-	struct inflight *f = find_inflight(c, key, verified);
+	struct inflight *f = find_inflight(c, cl->key, cl->verified);
 	if (f)
 		end_inflight(c, f, r);
 	pthread_mutex_unlock(&c->lock);
+	cl->claimed = false;
 }

@@ -3,8 +3,10 @@
  *
  * - one fill for many concurrent callers of one key, also when one of them
  *   missed the body just before the fill ended;
- * - a claimed key: waiters get the published body, or fill it themselves
- *   when the claim is given up;
+ * - claims: a fill's neighbours are in flight before it starts; their
+ *   openers wait and get the published body, or fill it themselves when the
+ *   claim is given up (also by a fill that fails before publishing);
+ * - first opens of two sibling files at once: one fill, not two;
  * - a body that disappears from the store right after it was published
  *   (a torn copy's cleanup in another thread or process, an rm of the
  *   cache) is no error: the filler returns its own inode, a waiter that
@@ -89,7 +91,7 @@ static void *get_loop(void *ud)
 {
 	struct getter *g = ud;
 	for (int k = 0; k < g->rounds; k++) {
-		int fd = cache_get(cache, key, true, BODY_LEN, fill_body, g->fill);
+		int fd = cache_get(cache, key, true, BODY_LEN, NULL, 0, fill_body, g->fill);
 		if (fd < 0 || !is_body(fd)) {
 			if (!g->bad)
 				g->first_err = fd < 0 ? fd : 0;
@@ -129,7 +131,7 @@ static void test_single_flight(void)
 	 * the body just before the fill ended must not fill it again. */
 	setup("single-rounds");
 	int twice = 0;
-	for (int round = 0; round < 2000; round++) {
+	for (int round = 0; round < 1000; round++) {
 		unlink(path);
 		fill = (struct fill_ud){0};
 		for (int k = 0; k < 8; k++) {
@@ -148,42 +150,214 @@ static void test_single_flight(void)
 
 /* ---- claims ---- */
 
-static void *get_once(void *ud)
+static const char NB[] = "a neighbour\n";
+#define NB_LEN (sizeof(NB) - 1)
+
+/* A fill of the target that brings the neighbour along: it waits for the
+ * test to let it go, then publishes the neighbour (unless give_up). */
+struct run_fill {
+	struct cache_claim *claims; /* [0]: the neighbour */
+	int calls;		    /* atomic */
+	bool give_up;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool started, go;
+};
+
+static int fill_run(void *ud, int fd)
 {
-	struct getter *g = ud;
-	g->rounds = 1;
-	return get_loop(g);
+	struct run_fill *f = ud;
+	__atomic_add_fetch(&f->calls, 1, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&f->lock);
+	f->started = true;
+	pthread_cond_broadcast(&f->cond);
+	while (!f->go)
+		pthread_cond_wait(&f->cond, &f->lock);
+	pthread_mutex_unlock(&f->lock);
+	if (!f->give_up)
+		cache_publish(cache, &f->claims[0], NB);
+	return write_full(fd, BODY, BODY_LEN);
 }
 
-/* Waits until a getter blocks on the claim (it has nothing else to do). */
-static void settle(void) { usleep(100000); }
+struct opener {
+	const uint8_t *key;
+	uint64_t size;
+	struct cache_claim *claims;
+	size_t nclaims;
+	cache_fill_fn fill;
+	void *ud;
+	int fd;
+};
+
+static void *open_one(void *ud)
+{
+	struct opener *o = ud;
+	o->fd = cache_get(cache, o->key, true, o->size, o->claims, o->nclaims, o->fill, o->ud);
+	return NULL;
+}
+
+static int fill_nb(void *ud, int fd)
+{
+	__atomic_add_fetch((int *)ud, 1, __ATOMIC_RELAXED);
+	return write_full(fd, NB, NB_LEN);
+}
+
+static bool fd_is(int fd, const char *want, size_t len)
+{
+	char b[64];
+	ssize_t n = pread(fd, b, sizeof(b), 0);
+	return fd >= 0 && n == (ssize_t)len && memcmp(b, want, len) == 0;
+}
+
+/* The target's fill claims the neighbour before it starts; an opener of
+ * the neighbour waits for it.  give_up: the fill drops the claim, the
+ * opener fills the neighbour itself. */
+static void claim_case(bool give_up)
+{
+	setup(give_up ? "claims-given-up" : "claims");
+	struct cache_claim nb = {.verified = true, .size = NB_LEN};
+	struct sha256_ctx h;
+	sha256_init(&h);
+	sha256_update(&h, NB, NB_LEN);
+	sha256_final(&h, nb.key);
+	struct run_fill rf = {.claims = &nb, .give_up = give_up};
+	pthread_mutex_init(&rf.lock, NULL);
+	pthread_cond_init(&rf.cond, NULL);
+	struct opener t = {key, BODY_LEN, &nb, 1, fill_run, &rf, -1};
+	pthread_t tt, tn;
+	pthread_create(&tt, NULL, open_one, &t);
+	pthread_mutex_lock(&rf.lock);
+	while (!rf.started)
+		pthread_cond_wait(&rf.cond, &rf.lock);
+	pthread_mutex_unlock(&rf.lock);
+	CHECK(nb.claimed); /* in flight before the fill started */
+
+	int nb_fills = 0;
+	struct opener n = {nb.key, NB_LEN, NULL, 0, fill_nb, &nb_fills, -1};
+	pthread_create(&tn, NULL, open_one, &n);
+	usleep(50000);
+	CHECK_INT(__atomic_load_n(&nb_fills, __ATOMIC_RELAXED), 0); /* waiting */
+	pthread_mutex_lock(&rf.lock);
+	rf.go = true;
+	pthread_cond_broadcast(&rf.cond);
+	pthread_mutex_unlock(&rf.lock);
+	pthread_join(tt, NULL);
+	pthread_join(tn, NULL);
+	CHECK(fd_is(t.fd, BODY, BODY_LEN));
+	CHECK(fd_is(n.fd, NB, NB_LEN));
+	CHECK_INT(nb_fills, give_up ? 1 : 0);
+	CHECK(!nb.claimed);
+	if (t.fd >= 0)
+		close(t.fd);
+	if (n.fd >= 0)
+		close(n.fd);
+	/* published now: not claimed again */
+	CHECK_INT(unlink(path), 0);
+	rf = (struct run_fill){.claims = &nb, .go = true};
+	pthread_mutex_init(&rf.lock, NULL);
+	pthread_cond_init(&rf.cond, NULL);
+	int fd = cache_get(cache, key, true, BODY_LEN, &nb, 1, fill_run, &rf);
+	CHECK(fd_is(fd, BODY, BODY_LEN) && !nb.claimed);
+	if (fd >= 0)
+		close(fd);
+	teardown();
+}
+
+/* A fill that never calls cache_publish (an error before the request):
+ * cache_get gives the claim up, so its waiters do not hang. */
+static int fill_fails(void *ud, int fd)
+{
+	(void)fd;
+	usleep(50000);
+	__atomic_add_fetch((int *)ud, 1, __ATOMIC_RELAXED);
+	return -EIO;
+}
 
 static void test_claims(void)
 {
-	setup("claims");
-	struct fill_ud fill = {0};
-	CHECK(cache_claim(cache, key, true, BODY_LEN));
-	CHECK(!cache_claim(cache, key, true, BODY_LEN)); /* already in flight */
-	struct getter g = {.fill = &fill};
-	pthread_t th;
-	pthread_create(&th, NULL, get_once, &g);
-	settle();
-	cache_publish(cache, key, true, BODY, BODY_LEN);
-	pthread_join(th, NULL);
-	CHECK_INT(g.bad, 0);
-	CHECK_INT(fill.calls, 0);			 /* the waiter took the published body */
-	CHECK(!cache_claim(cache, key, true, BODY_LEN)); /* published */
+	claim_case(false);
+	claim_case(true);
 
-	/* a claim given up: the waiter fills it itself */
-	CHECK_INT(unlink(path), 0);
-	CHECK(cache_claim(cache, key, true, BODY_LEN));
-	g = (struct getter){.fill = &fill};
-	pthread_create(&th, NULL, get_once, &g);
-	settle();
-	cache_publish(cache, key, true, NULL, 0);
-	pthread_join(th, NULL);
-	CHECK_INT(g.bad, 0);
-	CHECK_INT(fill.calls, 1);
+	setup("claims-failed-fill");
+	struct cache_claim nb = {.verified = true, .size = NB_LEN};
+	memset(nb.key, 7, 32);
+	int calls = 0, nb_fills = 0;
+	struct opener t = {key, BODY_LEN, &nb, 1, fill_fails, &calls, -1};
+	struct opener n = {nb.key, NB_LEN, NULL, 0, fill_nb, &nb_fills, -1};
+	pthread_t tt, tn;
+	pthread_create(&tt, NULL, open_one, &t);
+	usleep(20000);
+	pthread_create(&tn, NULL, open_one, &n);
+	pthread_join(tt, NULL);
+	pthread_join(tn, NULL);
+	CHECK_INT(t.fd, -EIO);
+	CHECK(fd_is(n.fd, NB, NB_LEN));
+	CHECK_INT(nb_fills, 1);
+	if (n.fd >= 0)
+		close(n.fd);
+	teardown();
+}
+
+/* First opens of two sibling files at once, each listing the other as its
+ * neighbour: one fill brings both and every other opener waits for it or
+ * finds them published, never a second fill.  (Fills used to claim their
+ * neighbours only once started, and a caller that missed the body just
+ * before a fill ended became a filler of a published body.) */
+static int pair_fills;
+
+static int fill_pair(void *ud, int fd)
+{
+	struct cache_claim *other = ud; /* the other file's claim */
+	__atomic_add_fetch(&pair_fills, 1, __ATOMIC_RELAXED);
+	bool target_is_body = other->size == NB_LEN;
+	cache_publish(cache, other, target_is_body ? NB : BODY);
+	return target_is_body ? write_full(fd, BODY, BODY_LEN) : write_full(fd, NB, NB_LEN);
+}
+
+#define PAIR_OPENERS 8
+
+static void test_sibling_first_opens(void)
+{
+	setup("siblings");
+	uint8_t nbkey[32];
+	memset(nbkey, 9, 32);
+	char hex[65];
+	hex_encode(nbkey, 32, hex);
+	char *nbpath = xasprintf("%s/bodies/%.2s/%s", dir, hex, hex + 2);
+	int twice = 0, wrong = 0;
+	for (int round = 0; round < 1000; round++) {
+		unlink(path);
+		unlink(nbpath);
+		pair_fills = 0;
+		struct cache_claim cl[PAIR_OPENERS];
+		struct opener o[PAIR_OPENERS];
+		pthread_t th[PAIR_OPENERS];
+		for (int k = 0; k < PAIR_OPENERS; k++) {
+			bool t = k % 2 == 0; /* opens the target, lists the neighbour */
+			cl[k] =
+			    (struct cache_claim){.verified = true, .size = t ? NB_LEN : BODY_LEN};
+			memcpy(cl[k].key, t ? nbkey : key, 32);
+			o[k] = (struct opener){t ? key : nbkey,
+					       t ? BODY_LEN : NB_LEN,
+					       &cl[k],
+					       1,
+					       fill_pair,
+					       &cl[k],
+					       -1};
+			pthread_create(&th[k], NULL, open_one, &o[k]);
+		}
+		for (int k = 0; k < PAIR_OPENERS; k++) {
+			pthread_join(th[k], NULL);
+			bool t = k % 2 == 0;
+			wrong += !fd_is(o[k].fd, t ? BODY : NB, t ? BODY_LEN : NB_LEN);
+			if (o[k].fd >= 0)
+				close(o[k].fd);
+		}
+		twice += pair_fills != 1;
+	}
+	CHECK_INT(wrong, 0);
+	CHECK_INT(twice, 0);
+	free(nbpath);
 	teardown();
 }
 
@@ -272,6 +446,7 @@ int main(void)
 {
 	test_single_flight();
 	test_claims();
+	test_sibling_first_opens();
 	test_vanishing_body();
 	test_torn_copies();
 	return check_done("cache");
