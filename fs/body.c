@@ -12,8 +12,10 @@
  * small body (compressed <= NEIGHBOUR_MAX) asks for one range covering the
  * run of entries of the same directory around it (contiguous in the file,
  * each small, the run <= SPAN_MAX bytes), inflates and verifies each, and
- * publishes the neighbours it could claim (cache_claim) along with the
- * body asked for: one round trip instead of one per file. */
+ * publishes the neighbours it could claim along with the body asked for:
+ * one round trip instead of one per file.  The run is planned before the
+ * fill and its bodies are claimed together with the target (cache_get), so
+ * concurrent first opens of sibling files make one request, not one each. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -27,11 +29,15 @@
 #include "fetch/util/util.h"
 #include "fs/fs_i.h"
 
+struct run;
+
 struct fill {
 	struct fs_ctx *ctx;
 	struct wheel_src *w;
 	const struct zip_entry *e;
 	const struct tree_node *nd;
+	const struct run *run;	    /* neighbours to bring along, or NULL */
+	struct cache_claim *claims; /* per entry of the run (the target's: never claimed) */
 	int fd;
 	struct inflater *inf;
 	struct buf hdr;      /* bytes from e->lho until the local header is parsed */
@@ -202,7 +208,6 @@ static const struct tree_node *neighbour_node(struct fs_ctx *ctx, struct wheel_s
 struct run {
 	size_t first, last; /* cd indexes; entries first..last, lho increasing */
 	uint64_t lo, hi;    /* byte range covering them */
-	bool *claimed;      /* per entry of the run (the target: false) */
 };
 
 static void plan_run(struct fs_ctx *ctx, struct wheel_src *w, size_t t, struct run *ru)
@@ -246,32 +251,13 @@ static int fill_run(struct fill *f, int fd)
 	struct wheel_src *w = f->w;
 	const struct zip_cd *cd = w->meta.cd;
 	size_t t = (size_t)(f->e - cd->entries);
-	struct run ru;
-	plan_run(ctx, w, t, &ru);
-	if (ru.first == ru.last)
-		return -EAGAIN;
-	size_t n = ru.last - ru.first + 1;
-	ru.claimed = xcalloc(n, sizeof(bool));
-	uint8_t (*keys)[32] = xcalloc(n, 32);
-	for (size_t k = ru.first; k <= ru.last; k++) {
-		if (k == t)
-			continue;
-		const struct tree_node *nd = neighbour_node(ctx, w, k);
-		entry_key(w, &cd->entries[k], nd, keys[k - ru.first]);
-		ru.claimed[k - ru.first] =
-			cache_claim(ctx->cache, keys[k - ru.first], nd->has_sha, nd->size);
-	}
-	/* Neighbours another opener has in flight (or has published) at either
-	 * end are left out of the range: their bytes are on the wire already. */
-	while (ru.first < t && !ru.claimed[0]) {
-		memmove(ru.claimed, ru.claimed + 1, --n * sizeof(bool));
-		memmove(keys, keys + 1, n * 32);
+	struct run ru = *f->run;
+	/* Ends that another fill has in flight (or has published) stay out of
+	 * the range: their bytes are on the wire already. */
+	while (ru.first < t && !f->claims[ru.first - f->run->first].claimed)
 		ru.first++;
-	}
-	while (ru.last > t && !ru.claimed[n - 1]) {
-		n--;
+	while (ru.last > t && !f->claims[ru.last - f->run->first].claimed)
 		ru.last--;
-	}
 	ru.lo = cd->entries[ru.first].lho;
 	ru.hi = 0;
 	for (size_t k = ru.first; k <= ru.last; k++)
@@ -282,7 +268,8 @@ static int fill_run(struct fill *f, int fd)
 	int r = wheel_read(ctx, w, ru.lo, ru.hi - ru.lo, sink_buf_body, &b, err, sizeof(err));
 	int target = -EAGAIN;
 	for (size_t k = ru.first; k <= ru.last; k++) {
-		if (k != t && !ru.claimed[k - ru.first])
+		struct cache_claim *cl = &f->claims[k - f->run->first];
+		if (k != t && !cl->claimed)
 			continue;
 		const struct zip_entry *e = &cd->entries[k];
 		const struct tree_node *nd = k == t ? f->nd : neighbour_node(ctx, w, k);
@@ -303,20 +290,17 @@ static int fill_run(struct fill *f, int fd)
 		if (k == t)
 			target = q == 0 ? write_full(fd, data, (size_t)e->usize) : -EAGAIN;
 		else
-			cache_publish(ctx->cache, keys[k - ru.first], nd->has_sha,
-				      q == 0 ? data : NULL, (size_t)e->usize);
+			cache_publish(ctx->cache, cl, q == 0 && e->usize == cl->size ? data : NULL);
 		free(data);
 	}
 	buf_free(&b);
-	free(ru.claimed);
-	free(keys);
 	return target;
 }
 
 static int body_fill_any(void *ud, int fd)
 {
 	struct fill *f = ud;
-	if (f->e->csize <= NEIGHBOUR_MAX && !getenv("SITEFS_NO_NEIGHBOURS")) {
+	if (f->run) {
 		int r = fill_run(f, fd);
 		if (r != -EAGAIN)
 			return r;
@@ -341,7 +325,32 @@ int fs_body_open(struct fs_ctx *ctx, uint32_t i)
 	};
 	uint8_t key[32];
 	entry_key(w, f.e, nd, key);
-	return cache_get(ctx->cache, key, nd->has_sha, nd->size, body_fill_any, &f);
+	int fd = cache_peek(ctx->cache, key, nd->has_sha, nd->size);
+	if (fd != -ENOENT)
+		return fd;
+	/* A miss: plan the run of neighbours, to be claimed with the target. */
+	struct run ru = {0};
+	size_t n = 0;
+	if (f.e->csize <= NEIGHBOUR_MAX && !getenv("SITEFS_NO_NEIGHBOURS")) {
+		size_t t = nd->body.entry;
+		plan_run(ctx, w, t, &ru);
+		n = ru.last > ru.first ? ru.last - ru.first + 1 : 0;
+		if (n) {
+			f.run = &ru;
+			f.claims = xcalloc(n, sizeof(*f.claims));
+		}
+		for (size_t k = ru.first; n && k <= ru.last; k++) {
+			struct cache_claim *cl = &f.claims[k - ru.first];
+			const struct tree_node *kn = k == t ? nd : neighbour_node(ctx, w, k);
+			/* the target's slot: its own key, in flight by then, never claimed */
+			entry_key(w, &w->meta.cd->entries[k], kn, cl->key);
+			cl->verified = kn->has_sha;
+			cl->size = kn->size;
+		}
+	}
+	fd = cache_get(ctx->cache, key, nd->has_sha, nd->size, f.claims, n, body_fill_any, &f);
+	free(f.claims);
+	return fd;
 }
 
 void body_key(const struct fs_ctx *ctx, uint32_t i, uint8_t key[32], bool *ret_verified)

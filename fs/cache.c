@@ -13,11 +13,16 @@
  *   with identical bytes.
  * - The store is untrusted on read: a body whose size is wrong is removed
  *   and fetched again.  No fsync: a torn file after a crash fails that check.
- * - A fill may also publish neighbours that rode the same request: it claims
- *   them first (cache_claim: an in-flight record, so that a concurrent
- *   opener of a neighbour waits instead of fetching it again), then
- *   publishes or abandons each (cache_publish); waiters of an abandoned
- *   neighbour fill it themselves.
+ * - A published body may vanish at any time (that removal racing a new
+ *   fill, another daemon, an rm of the cache): the filler returns an fd on
+ *   the file it published, never reopens the path, and a waiter that finds
+ *   nothing after a successful fill treats the key as never filled.
+ * - A fill may also publish neighbours that rode the same request: the
+ *   caller that becomes the filler claims them (an in-flight record each)
+ *   under the same lock as its own key, so two first openers of sibling
+ *   files cannot both start a fill of the same run: the second waits.  The
+ *   fill publishes or abandons each (cache_publish); waiters of an
+ *   abandoned neighbour fill it themselves.
  * - Locking: cache->lock protects the in-flight list only; it is never held
  *   across a fill (network I/O).
  * Deliberately missing (for now): size limits and LRU eviction. */
@@ -135,25 +140,35 @@ int cache_tmpfile(struct cache *c, char **ret_path)
 	return fd;
 }
 
-/* Opens a published body; a wrong size means a torn or tampered file. */
+/* Opens a published body; a wrong size means a torn or tampered file.  It
+ * is dropped only while path still names it: a fill (of this process or
+ * another) may have published a good copy there since the open.  (Between
+ * that check and the unlink a good copy can still go: callers treat a body
+ * that vanishes as one never published.) */
 static int open_checked(const char *path, uint64_t size)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return errno == ELOOP ? -ENOENT : -errno;
 	struct stat st, now;
-	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == size)
+	if (fstat(fd, &st) < 0) {
+		int r = -errno;
+		close(fd);
+		return r;
+	}
+	if (S_ISREG(st.st_mode) && (uint64_t)st.st_size == size)
 		return fd;
-	/* Drop it only if it is still the file we looked at: another thread
-	 * may have published a good copy in the meantime. */
-	if (lstat(path, &now) == 0 && now.st_ino == st.st_ino && now.st_dev == st.st_dev) {
+	close(fd);
+	if (stat(path, &now) == 0 && now.st_dev == st.st_dev && now.st_ino == st.st_ino) {
 		log_debug(LOG_CAT_CACHE, "\"%s\" has the wrong size, dropping it", path);
 		unlink(path);
 	}
-	close(fd);
 	return -ENOENT;
 }
 
+/* Fills a temp file and renames it to path.  Returns an O_RDONLY fd on the
+ * file it published, not on whatever path names by then (another fill may
+ * have replaced it, a torn copy's cleanup may have dropped it), or -errno. */
 static int fill_and_publish(struct cache *c, const char *path, uint64_t size, cache_fill_fn fill,
 			    void *ud)
 {
@@ -168,6 +183,9 @@ static int fill_and_publish(struct cache *c, const char *path, uint64_t size, ca
 	if (r == 0 && fchmod(fd, 0444) < 0)
 		r = -errno;
 	close(fd);
+	int ro = -1;
+	if (r == 0 && (ro = open(tmp, O_RDONLY | O_CLOEXEC)) < 0)
+		r = -errno;
 	if (r == 0) {
 		char *dir = xstrndup(path, (size_t)(strrchr(path, '/') - path));
 		r = mkdir_p(dir, 0755);
@@ -175,10 +193,13 @@ static int fill_and_publish(struct cache *c, const char *path, uint64_t size, ca
 		if (r == 0 && rename(tmp, path) < 0)
 			r = -errno;
 	}
-	if (r < 0)
+	if (r < 0) {
 		unlink(tmp);
+		if (ro >= 0)
+			close(ro);
+	}
 	free(tmp);
-	return r;
+	return r < 0 ? r : ro;
 }
 
 /* The in-flight record of key, or NULL.  Caller holds c->lock. */
@@ -217,8 +238,17 @@ static void end_inflight(struct cache *c, struct inflight *f, int result)
 	pthread_cond_broadcast(&c->cond);
 }
 
+static bool published(struct cache *c, const struct cache_claim *cl)
+{
+	char *path = body_path(c, cl->key, cl->verified);
+	struct stat st;
+	bool have = stat(path, &st) == 0 && (uint64_t)st.st_size == cl->size;
+	free(path);
+	return have;
+}
+
 int cache_get(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
-	      cache_fill_fn fill, void *ud)
+	      struct cache_claim *claims, size_t nclaims, cache_fill_fn fill, void *ud)
 {
 	char *path = body_path(c, key, verified);
 	int fd;
@@ -226,10 +256,14 @@ again:
 	fd = open_checked(path, size);
 	if (fd >= 0 || fd != -ENOENT)
 		goto out;
+	for (size_t k = 0; k < nclaims; k++) /* candidates; stat outside the lock */
+		claims[k].claimed = !published(c, &claims[k]);
 
 	pthread_mutex_lock(&c->lock);
 	struct inflight *f = find_inflight(c, key, verified);
 	if (f) {
+		for (size_t k = 0; k < nclaims; k++)
+			claims[k].claimed = false;
 		f->refs++;
 		while (!f->done)
 			pthread_cond_wait(&c->cond, &c->lock);
@@ -240,17 +274,28 @@ again:
 		if (r == -EAGAIN)
 			goto again; /* a neighbour's fill gave it up: fill it ourselves */
 		fd = r < 0 ? r : open_checked(path, size);
+		if (r == 0 && fd == -ENOENT)
+			goto again; /* published, then dropped: as if never published */
 		goto out;
 	}
 	f = add_inflight(c, key, verified);
+	for (size_t k = 0; k < nclaims; k++) {
+		struct cache_claim *cl = &claims[k];
+		if (cl->claimed && find_inflight(c, cl->key, cl->verified))
+			cl->claimed = false; /* another fill's (or key itself) */
+		else if (cl->claimed)
+			add_inflight(c, cl->key, cl->verified);
+	}
 	pthread_mutex_unlock(&c->lock);
 
-	/* Another fill may have published it between our miss and our claim. */
+	/* A fill that ended between our miss and the lock published first:
+	 * look again now that no new fill of key can start. */
 	fd = open_checked(path, size);
-	if (fd == -ENOENT) {
-		int r = fill_and_publish(c, path, size, fill, ud);
-		fd = r < 0 ? r : open_checked(path, size);
-	}
+	if (fd == -ENOENT)
+		fd = fill_and_publish(c, path, size, fill, ud);
+	for (size_t k = 0; k < nclaims; k++)
+		if (claims[k].claimed)
+			cache_publish(c, &claims[k], NULL); /* the fill never got to it */
 
 	pthread_mutex_lock(&c->lock);
 	end_inflight(c, f, fd < 0 ? fd : 0);
@@ -268,20 +313,18 @@ int cache_peek(struct cache *c, const uint8_t key[32], bool verified, uint64_t s
 	return fd;
 }
 
-bool cache_claim(struct cache *c, const uint8_t key[32], bool verified, uint64_t size)
+bool cache_claim(struct cache *c, struct cache_claim *cl)
 {
-	char *path = body_path(c, key, verified);
-	struct stat st;
-	bool have = stat(path, &st) == 0 && (uint64_t)st.st_size == size;
-	free(path);
-	if (have)
+	cl->claimed = false;
+	if (published(c, cl))
 		return false;
 	pthread_mutex_lock(&c->lock);
-	bool claimed = !find_inflight(c, key, verified);
-	if (claimed)
-		add_inflight(c, key, verified);
+	if (!find_inflight(c, cl->key, cl->verified)) {
+		add_inflight(c, cl->key, cl->verified);
+		cl->claimed = true;
+	}
 	pthread_mutex_unlock(&c->lock);
-	return claimed;
+	return cl->claimed;
 }
 
 static int write_data(void *ud, int fd)
@@ -290,19 +333,24 @@ static int write_data(void *ud, int fd)
 	return write_full(fd, b->data, b->len);
 }
 
-void cache_publish(struct cache *c, const uint8_t key[32], bool verified, const void *data,
-		   size_t len)
+void cache_publish(struct cache *c, struct cache_claim *cl, const void *data)
 {
+	if (!cl->claimed)
+		return;
 	int r = -EAGAIN;
 	if (data) {
-		char *path = body_path(c, key, verified);
-		struct buf b = {.data = (uint8_t *)data, .len = len};
-		r = fill_and_publish(c, path, len, write_data, &b) < 0 ? -EAGAIN : 0;
+		char *path = body_path(c, cl->key, cl->verified);
+		struct buf b = {.data = (uint8_t *)data, .len = (size_t)cl->size};
+		int fd = fill_and_publish(c, path, cl->size, write_data, &b);
+		if (fd >= 0)
+			close(fd);
+		r = fd < 0 ? -EAGAIN : 0;
 		free(path);
 	}
 	pthread_mutex_lock(&c->lock);
-	struct inflight *f = find_inflight(c, key, verified);
+	struct inflight *f = find_inflight(c, cl->key, cl->verified);
 	if (f)
 		end_inflight(c, f, r);
 	pthread_mutex_unlock(&c->lock);
+	cl->claimed = false;
 }

@@ -77,21 +77,33 @@ int cache_open(const char *dir, struct cache **ret);
 struct cache *cache_close(struct cache *c);
 /* Fills a temp fd with the verified body; returns 0 or -errno. */
 typedef int (*cache_fill_fn)(void *ud, int fd);
+/* A body that will ride along a fill (a neighbour in the same request). */
+struct cache_claim {
+	uint8_t key[32];
+	bool verified;
+	uint64_t size;
+	bool claimed; /* set by cache_get: in flight for this fill */
+};
 /* Returns an O_RDONLY fd on the body with this key and size, calling fill
  * (in this thread) on a miss; concurrent callers for one key wait for the
- * single fill.  Returns fd or -errno (the filler's error for all waiters). */
+ * single fill.  Returns fd or -errno (the filler's error for all waiters).
+ * claims: bodies the fill will bring along.  A caller that becomes the
+ * filler claims, in the same step as key, those neither published nor in
+ * flight (claimed = true): a concurrent opener of one of them then waits
+ * for this fill instead of starting its own.  fill calls cache_publish for
+ * each claimed one; cache_get gives up any it left. */
 int cache_get(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
-	      cache_fill_fn fill, void *ud);
+	      struct cache_claim *claims, size_t nclaims, cache_fill_fn fill, void *ud);
 /* Like cache_get without filling: fd on the published body, -ENOENT on a miss. */
 int cache_peek(struct cache *c, const uint8_t key[32], bool verified, uint64_t size);
-/* Claims key for a fill of its neighbour's request: true if the body is
- * neither published nor in flight, and now in flight for the caller, who
- * must call cache_publish exactly once. */
-bool cache_claim(struct cache *c, const uint8_t key[32], bool verified, uint64_t size);
-/* Publishes a claimed body (data NULL: gives the claim up; waiters then fill
- * it themselves) and wakes its waiters. */
-void cache_publish(struct cache *c, const uint8_t key[32], bool verified, const void *data,
-		   size_t len);
+/* Claims a body for a fill that is not a cache_get (the profile replay):
+ * true (cl->claimed) if it was neither published nor in flight; the caller
+ * must then cache_publish it. */
+bool cache_claim(struct cache *c, struct cache_claim *cl);
+/* Publishes a claimed body of cl->size bytes (data NULL: gives the claim
+ * up; waiters then fill it themselves), wakes its waiters, clears
+ * cl->claimed. */
+void cache_publish(struct cache *c, struct cache_claim *cl, const void *data);
 /* Where whole wheels go: "<dir>/wheels/<hex>.whl" (caller frees). */
 char *cache_wheel_path(struct cache *c, const uint8_t sha[32]);
 /* A new temp file in the cache's tmp dir: returns fd and *ret_path (caller frees). */

@@ -51,7 +51,7 @@
 struct pentry { /* one claimed (or big) body of the replay */
 	uint32_t node;
 	size_t k; /* cd entry */
-	uint8_t key[32];
+	struct cache_claim cl; /* key, verified, size; claimed by the replay */
 };
 
 struct prange {
@@ -305,7 +305,7 @@ static void run_range(struct profile *p, struct prange *ru)
 	for (size_t j = 0; j < ru->n; j++) {
 		const struct tree_node *nd = &ctx->tree->nodes[ru->e[j].node];
 		uint8_t *data = r == 0 ? decode(ctx, ru, &ru->e[j], &b) : NULL;
-		cache_publish(ctx->cache, ru->e[j].key, nd->has_sha, data, (size_t)nd->size);
+		cache_publish(ctx->cache, &ru->e[j].cl, data);
 		if (data) {
 			atomic_fetch_add(&p->bodies, 1);
 			atomic_fetch_add(&p->bytes, nd->size);
@@ -329,9 +329,7 @@ static void *worker(void *arg)
 		pthread_mutex_unlock(&p->lock);
 		if (stop) { /* unmounting: give the claims up */
 			for (size_t j = 0; !p->ranges[i].big && j < p->ranges[i].n; j++)
-				cache_publish(p->ctx->cache, p->ranges[i].e[j].key,
-					      p->ctx->tree->nodes[p->ranges[i].e[j].node].has_sha, NULL,
-					      0);
+				cache_publish(p->ctx->cache, &p->ranges[i].e[j].cl, NULL);
 			continue;
 		}
 		run_range(p, &p->ranges[i]);
@@ -373,10 +371,10 @@ static void plan(struct profile *p)
 			if (nd->kind != TREE_BODY || nd->size == 0)
 				continue;
 			struct pentry pe = {.node = ni, .k = k};
-			bool verified;
-			body_key(ctx, ni, pe.key, &verified);
+			body_key(ctx, ni, pe.cl.key, &pe.cl.verified);
+			pe.cl.size = nd->size;
 			if (cd->entries[k].csize > BIG_MIN) {
-				int fd = cache_peek(ctx->cache, pe.key, verified, nd->size);
+				int fd = cache_peek(ctx->cache, pe.cl.key, pe.cl.verified, nd->size);
 				if (fd >= 0) {
 					close(fd);
 					continue;
@@ -386,7 +384,7 @@ static void plan(struct profile *p)
 				add_range(p, &cap, (struct prange){.w = ws, .e = one, .n = 1, .big = true});
 				continue;
 			}
-			if (cache_claim(ctx->cache, pe.key, verified, nd->size))
+			if (cache_claim(ctx->cache, &pe.cl))
 				es[n++] = pe;
 		}
 		if (!n)
