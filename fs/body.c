@@ -33,6 +33,8 @@ struct fill {
 	const struct zip_entry *e;
 	const struct tree_node *nd;
 	int fd;
+	struct cache_stream *stream; /* readers follow the temp file, or NULL */
+	uint64_t deadline_ns;        /* the whole fill's (0: none) */
 	struct inflater *inf;
 	struct buf hdr;      /* bytes from e->lho until the local header is parsed */
 	uint64_t data_off;   /* 0 until known */
@@ -49,7 +51,11 @@ static int sink_buf_body(void *ud, const uint8_t *data, size_t len)
 
 static int out_write(void *ud, const uint8_t *data, size_t len)
 {
-	return write_full(*(int *)ud, data, len);
+	struct fill *f = ud;
+	int r = write_full(f->fd, data, len);
+	if (r == 0 && f->stream)
+		cache_stream_advance(f->stream, len);
+	return r;
 }
 
 static int feed(struct fill *f, const uint8_t *p, size_t len)
@@ -87,7 +93,7 @@ static int sink(void *ud, const uint8_t *data, size_t len)
 	return r;
 }
 
-static int body_fill(void *ud, int fd)
+static int entry_fill(void *ud, int fd)
 {
 	struct fill *f = ud;
 	const struct zip_entry *e = f->e;
@@ -96,13 +102,13 @@ static int body_fill(void *ud, int fd)
 	uint64_t size = f->w->spec->size;
 
 	f->fd = fd;
-	f->inf = inflater_new(e->method, e->usize, e->crc32, out_write, &f->fd);
+	f->inf = inflater_new(e->method, e->usize, e->crc32, out_write, f);
 	if (!f->inf)
 		return -EIO;
 	buf_init(&f->hdr);
 	f->pos = e->lho;
 	uint64_t want = MIN(zipcd_span_guess(e), size - e->lho);
-	int r = wheel_read(f->ctx, f->w, e->lho, want, sink, f, err, sizeof(err));
+	int r = wheel_read_by(f->ctx, f->w, e->lho, want, sink, f, f->deadline_ns, err, sizeof(err));
 	if (r == 0 && !f->data_off && f->hdr.len >= ZIPCD_LOCAL_HEADER_MIN) {
 		/* A long local extra field: read again, knowing the header's length. */
 		uint64_t doff = 0;
@@ -111,12 +117,14 @@ static int body_fill(void *ud, int fd)
 			buf_free(&f->hdr);
 			f->pos = e->lho;
 			want = MIN(doff - e->lho + e->csize, size - e->lho);
-			r = wheel_read(f->ctx, f->w, e->lho, want, sink, f, err, sizeof(err));
+			r = wheel_read_by(f->ctx, f->w, e->lho, want, sink, f, f->deadline_ns, err,
+					  sizeof(err));
 		}
 	}
 	if (r == 0 && f->data_off && f->fed < e->csize) {
 		f->pos = f->data_off + f->fed;
-		r = wheel_read(f->ctx, f->w, f->pos, e->csize - f->fed, sink, f, err, sizeof(err));
+		r = wheel_read_by(f->ctx, f->w, f->pos, e->csize - f->fed, sink, f, f->deadline_ns,
+				  err, sizeof(err));
 	}
 	if (r == 0 && (!f->data_off || f->fed != e->csize)) {
 		snprintf(err, sizeof(err), "truncated entry data");
@@ -134,6 +142,10 @@ static int body_fill(void *ud, int fd)
 		hex_encode(got, 32, got_hex);
 		log_err("wheel \"%s\": entry \"%s\": sha256 mismatch: RECORD says %s, got %s", whl,
 			e->name, want_hex, got_hex);
+		r = -EIO;
+	} else if (r == -ECANCELED) {
+		log_info("wheel \"%s\": entry \"%s\": not served: the daemon is stopping", whl,
+			 e->name);
 		r = -EIO;
 	} else if (r < 0) {
 		log_err("wheel \"%s\": entry \"%s\": not served: %s", whl, e->name,
@@ -252,7 +264,8 @@ static int fill_run(struct fill *f, int fd)
 	struct buf b;
 	buf_init(&b);
 	char err[300] = "";
-	int r = wheel_read(ctx, w, ru.lo, ru.hi - ru.lo, sink_buf_body, &b, err, sizeof(err));
+	int r = wheel_read_by(ctx, w, ru.lo, ru.hi - ru.lo, sink_buf_body, &b, f->deadline_ns, err,
+			      sizeof(err));
 	int target = -EAGAIN;
 	for (size_t k = ru.first; k <= ru.last; k++) {
 		if (k != t && !ru.claimed[k - ru.first])
@@ -289,14 +302,31 @@ static int fill_run(struct fill *f, int fd)
 static int body_fill_any(void *ud, int fd)
 {
 	struct fill *f = ud;
-	if (f->e->csize <= NEIGHBOUR_MAX && !getenv("SITEFS_NO_NEIGHBOURS")) {
+	if (f->e->csize <= NEIGHBOUR_MAX && !f->stream && !getenv("SITEFS_NO_NEIGHBOURS")) {
 		int r = fill_run(f, fd);
 		if (r != -EAGAIN)
 			return r;
 		if (ftruncate(fd, 0) < 0 || lseek(fd, 0, SEEK_SET) < 0)
 			return -errno;
 	}
-	return body_fill(ud, fd);
+	return entry_fill(ud, fd);
+}
+
+static void fill_init(struct fs_ctx *ctx, uint32_t i, struct fill *f)
+{
+	const struct tree_node *nd = &ctx->tree->nodes[i];
+	struct wheel_src *w = &ctx->wheels[nd->body.wheel];
+	*f = (struct fill){
+		.ctx = ctx,
+		.w = w,
+		.e = &w->meta.cd->entries[nd->body.entry],
+		.nd = nd,
+	};
+	/* The whole fill's deadline: a base, plus a second per MiB compressed
+	 * (a floor of 1 MiB/s); cancelled requests end the fill with EIO. */
+	if (ctx->fill_timeout_s > 0)
+		f->deadline_ns = now_ns() + ((uint64_t)ctx->fill_timeout_s + (f->e->csize >> 20)) *
+						    1000000000ull;
 }
 
 int fs_body_open(struct fs_ctx *ctx, uint32_t i)
@@ -304,16 +334,22 @@ int fs_body_open(struct fs_ctx *ctx, uint32_t i)
 	const struct tree_node *nd = &ctx->tree->nodes[i];
 	if (nd->kind != TREE_BODY)
 		return -EINVAL;
-	struct wheel_src *w = &ctx->wheels[nd->body.wheel];
-	struct fill f = {
-		.ctx = ctx,
-		.w = w,
-		.e = &w->meta.cd->entries[nd->body.entry],
-		.nd = nd,
-	};
+	struct fill f;
+	fill_init(ctx, i, &f);
 	uint8_t key[32];
-	entry_key(w, f.e, nd, key);
+	entry_key(f.w, f.e, nd, key);
 	return cache_get(ctx->cache, key, nd->has_sha, nd->size, body_fill_any, &f);
+}
+
+int body_fill(struct fs_ctx *ctx, uint32_t i, struct cache_stream *s)
+{
+	const struct tree_node *nd = &ctx->tree->nodes[i];
+	struct fill f;
+	fill_init(ctx, i, &f);
+	f.stream = s;
+	uint8_t key[32];
+	entry_key(f.w, f.e, nd, key);
+	return cache_fill(ctx->cache, key, nd->has_sha, nd->size, body_fill_any, &f, s);
 }
 
 void body_key(const struct fs_ctx *ctx, uint32_t i, uint8_t key[32], bool *ret_verified)
