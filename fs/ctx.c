@@ -76,7 +76,7 @@ int fs_prepare(const struct fs_config *cfg, struct fs_ctx **ret, char *err, size
 	 * stalled fill is given up (0: never); SITEFS_STREAM_MIN bytes from
 	 * which bodies are served as they arrive (0: never). */
 	ctx->fill_timeout_s = 120;
-	ctx->stream_min = 0;
+	ctx->stream_min = 16u << 20;
 	const char *ev = getenv("SITEFS_FILL_TIMEOUT");
 	if (ev && *ev)
 		ctx->fill_timeout_s = (unsigned)strtoul(ev, NULL, 10);

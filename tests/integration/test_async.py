@@ -1,5 +1,6 @@
 """Fills do not hold FUSE workers: stalled opens leave the mount answering, a fill has a
-deadline, SIGTERM ends stalled fills at once."""
+deadline, SIGTERM ends stalled fills at once, and big bodies are read as they arrive
+(right bytes or EIO, never a successful read of the end of an unverified body)."""
 
 import errno
 import os
@@ -152,3 +153,66 @@ def test_sigterm_ends_stalled_fills_at_once(mount, faultserver, wheelhouse, extr
         th.join(10)
     assert len(results) == 11
     assert all(isinstance(r, OSError) for r in results.values()), results
+
+
+def test_big_body_is_read_as_it_arrives(mount, faultserver, wheelhouse, extra, tmp_path):
+    whl = extra["huge"]
+    want = content(whl, HUGE_ENTRY)
+    start, end = wheelgen.data_span(whl, HUGE_ENTRY)
+    lock = lock_for(tmp_path, [whl], faultserver.url)
+    m = mount(lock)
+    rss0 = vm_hwm_kib(m.proc.pid)
+    bps = 4_000_000  # ~3.5 s for the compressed entry
+    faultserver.fault(f"slow:{whl.name}:{bps}")
+    p = m.site / HUGE_ENTRY
+    t0 = time.monotonic()
+    with open(p, "rb") as f:
+        head = f.read(65536)
+        first = time.monotonic() - t0
+        sent = faultserver.stats().get("/" + whl.name, {}).get("bytes", 0)
+        assert head == want[:65536]
+        assert first < 1.0, f"first bytes after {first:.2f}s"
+        assert sent < (end - start) / 2, "the first bytes waited for most of the entry"
+        f.seek(HUGE // 2)
+        assert f.read(1 << 20) == want[HUGE // 2:HUGE // 2 + (1 << 20)]
+        f.seek(0)
+        assert f.read() == want
+    total = time.monotonic() - t0
+    assert total > 2, f"the throttle did not hold ({total:.1f}s)"
+    # a second reader: the published body
+    assert p.read_bytes() == want
+    grew = vm_hwm_kib(m.proc.pid) - rss0
+    assert grew < 24 * 1024, f"daemon peak RSS grew by {grew} KiB for a {HUGE >> 20} MiB body"
+
+
+def test_corrupt_big_body_gives_eio_not_its_end(mount, faultserver, wheelhouse, extra, tmp_path):
+    whl = extra["huge"]
+    want = content(whl, HUGE_ENTRY)
+    start, end = wheelgen.data_span(whl, HUGE_ENTRY)
+    lock = lock_for(tmp_path, [whl], faultserver.url)
+    m = mount(lock)
+    m.allow(r"hugepkg")
+    # early bytes are clean; the stream is corrupted three quarters in
+    bad = start + (end - start) * 3 // 4
+    faultserver.fault(f"slow:{whl.name}:8000000,corrupt:{whl.name}:{bad}:64")
+    p = m.site / HUGE_ENTRY
+    got = b""
+    with open(p, "rb") as f:
+        got = f.read(65536)
+        assert got == want[:65536]
+        with pytest.raises(OSError) as e:
+            while True:
+                chunk = f.read(1 << 20)
+                assert chunk, "reached the end of a body that fails its checks"
+                got += chunk
+        assert e.value.errno == errno.EIO
+        assert len(got) < len(want)
+        # after the detection: EIO everywhere, cached pages included
+        for off in (0, len(got) // 2, len(want) - 1):
+            f.seek(off)
+            with pytest.raises(OSError) as e:
+                f.read(4096)
+            assert e.value.errno == errno.EIO, off
+    assert "hugepkg" in m.log()
+    faultserver.fault("none")
+    assert p.read_bytes() == want
