@@ -50,6 +50,13 @@ struct open_job {
 	struct open_job *next;
 };
 
+/* An open handle on a stream (fh = FH_STREAM | pointer).  Listed, so that
+ * handles the kernel never released (the session ended) are freed too. */
+struct handle {
+	struct cache_stream *s;
+	struct handle *prev, *next; /* protected by async->lock */
+};
+
 struct async {
 	struct fs_ctx *ctx;
 	struct fuse_session *se;
@@ -59,6 +66,7 @@ struct async {
 	unsigned nthreads, idle, max;
 	pthread_t *threads;
 	bool stopping;
+	struct handle *handles; /* protected by lock */
 };
 
 static void reply_open_err(fuse_req_t req, int err)
@@ -119,12 +127,21 @@ static void open_stream(struct open_job *j, struct cache_stream *s)
 		reply_open_err(j->req, r);
 		cache_stream_unref(s);
 	} else {
+		struct async *a = j->a;
 		cache_stream_tag(s, j->ino);
-		j->fi.fh = FH_STREAM | (uint64_t)(uintptr_t)s;
+		struct handle *h = xcalloc(1, sizeof(*h));
+		h->s = s;
+		pthread_mutex_lock(&a->lock);
+		h->next = a->handles;
+		if (h->next)
+			h->next->prev = h;
+		a->handles = h;
+		pthread_mutex_unlock(&a->lock);
+		j->fi.fh = FH_STREAM | (uint64_t)(uintptr_t)h;
 		j->fi.keep_cache = 0; /* pages of this inode come from this stream only */
 		j->fi.noflush = 1;
 		if (fuse_reply_open(j->req, &j->fi) == -ENOENT)
-			cache_stream_unref(s);
+			async_release(a, j->fi.fh);
 	}
 	free(j);
 }
@@ -168,10 +185,11 @@ static void run_job(struct async *a, struct open_job *j)
 		break;
 	case CACHE_FILL:
 		if (ctx->stream_min && nd->size >= ctx->stream_min) {
+			uint32_t node = j->node;
 			s = cache_stream_new(ctx->cache, key, verified, nd->size);
 			cache_stream_on_fail(s, drop_pages, a);
-			open_stream(j, cache_stream_ref(s));
-			fd = body_fill(ctx, j->node, s);
+			open_stream(j, cache_stream_ref(s)); /* frees j */
+			fd = body_fill(ctx, node, s);
 			if (fd >= 0)
 				close(fd);
 			else
@@ -238,6 +256,9 @@ struct async *async_free(struct async *a)
 	/* no new threads once stopping: nthreads is stable */
 	for (unsigned i = 0; i < a->nthreads; i++)
 		pthread_join(a->threads[i], NULL);
+	/* handles still open when the session ended: no release will come */
+	while (a->handles)
+		async_release(a, FH_STREAM | (uint64_t)(uintptr_t)a->handles);
 	pthread_cond_destroy(&a->cond);
 	pthread_mutex_destroy(&a->lock);
 	free(a->threads);
@@ -273,6 +294,7 @@ struct stream_read {
 	fuse_req_t req;
 	size_t size;
 	off_t off;
+	bool later; /* answered from the fill's progress: the engine thread */
 };
 
 static void read_done(struct cache_stream_reader *rd, int fd)
@@ -285,14 +307,22 @@ static void read_done(struct cache_stream_reader *rd, int fd)
 		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 		bv.buf[0].fd = fd;
 		bv.buf[0].pos = r->off;
-		fuse_reply_data(r->req, &bv, FUSE_BUF_SPLICE_MOVE);
+		/* libfuse keeps a splice pipe per replying thread, freed at the
+		 * thread's exit only while the session lives: the engine thread
+		 * outlives it, so it copies */
+		fuse_reply_data(r->req, &bv, r->later ? FUSE_BUF_NO_SPLICE : FUSE_BUF_SPLICE_MOVE);
 	}
 	free(r);
 }
 
+static struct handle *handle_of(uint64_t fh)
+{
+	return (struct handle *)(uintptr_t)(fh & ~FH_STREAM);
+}
+
 void async_read(fuse_req_t req, uint64_t fh, size_t size, off_t off)
 {
-	struct cache_stream *s = (struct cache_stream *)(uintptr_t)(fh & ~FH_STREAM);
+	struct cache_stream *s = handle_of(fh)->s;
 	struct stream_read *r = xmalloc(sizeof(*r));
 	*r = (struct stream_read){
 		.rd = {.start = (uint64_t)off, .end = (uint64_t)off + size, .done = read_done},
@@ -300,12 +330,25 @@ void async_read(fuse_req_t req, uint64_t fh, size_t size, off_t off)
 		.size = size,
 		.off = off,
 	};
+	r->later = true; /* before it is queued: it may be answered at once */
 	int fd = cache_stream_read(s, &r->rd);
-	if (fd != -EINPROGRESS)
+	if (fd != -EINPROGRESS) {
+		r->later = false;
 		read_done(&r->rd, fd);
+	}
 }
 
-void async_release(uint64_t fh)
+void async_release(struct async *a, uint64_t fh)
 {
-	cache_stream_unref((struct cache_stream *)(uintptr_t)(fh & ~FH_STREAM));
+	struct handle *h = handle_of(fh);
+	pthread_mutex_lock(&a->lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		a->handles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&a->lock);
+	cache_stream_unref(h->s);
+	free(h);
 }

@@ -193,7 +193,7 @@ void pyc_release(struct pyc *p, fuse_ino_t ino, struct fuse_file_info *fi);
 /* --- async.c: the fill pool behind op_open, and reads of streamed bodies
  * (see the DESIGN note there).  Every function replies exactly once. */
 struct async;
-/* fh of an open streamed body: this bit set, the rest a struct cache_stream *. */
+/* fh of an open streamed body: this bit set, the rest async.c's handle. */
 #define FH_STREAM (1ull << 63)
 struct async *async_new(struct fs_ctx *ctx, struct fuse_session *se, unsigned max_threads);
 /* After the session loop: later opens get EIO and no kernel page is dropped. */
@@ -206,7 +206,7 @@ void async_open(struct async *a, fuse_req_t req, fuse_ino_t ino, uint32_t node,
 		struct fuse_file_info *fi);
 /* Read / release of an FH_STREAM handle. */
 void async_read(fuse_req_t req, uint64_t fh, size_t size, off_t off);
-void async_release(uint64_t fh);
+void async_release(struct async *a, uint64_t fh);
 
 /* --- ops.c */
 const struct fuse_lowlevel_ops *ops_get(void);

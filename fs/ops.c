@@ -356,7 +356,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	if (fi->fh != NO_FH && (fi->fh & FH_STREAM))
-		async_release(fi->fh);
+		async_release(ctx->async, fi->fh);
 	else if (fi->fh != NO_FH)
 		close((int)fi->fh);
 	fuse_reply_err(req, 0);
