@@ -147,6 +147,7 @@ def test_sigterm_ends_stalled_fills_at_once(mount, faultserver, wheelhouse, extr
     m.proc.wait(10)
     took = time.monotonic() - t0
     faultserver.fault("none")
+    print(f"daemon exited {took:.3f}s after SIGTERM")
     assert took < 3, f"the daemon took {took:.1f}s to exit"
     assert not is_mounted(m.path)
     for th in threads:
