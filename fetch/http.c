@@ -654,7 +654,11 @@ static void start_attempt(struct http_engine *e, struct http_req_priv *p)
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "sitefs/" SITEFS_VERSION);
 	curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)HTTP_BUFSIZE);
 	curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-	curl_easy_setopt(c, CURLOPT_PIPEWAIT, 1L);
+	/* Waiting for a connection that might multiplex only makes sense where
+	 * HTTP/2 can be negotiated (TLS).  Over plain HTTP, libcurl 7.88 would
+	 * park a burst behind the first connection's first response, and then
+	 * release the parked transfers one at a time. */
+	curl_easy_setopt(c, CURLOPT_PIPEWAIT, strncasecmp(r->url, "https://", 8) == 0 ? 1L : 0L);
 	if (e->ca_file)
 		curl_easy_setopt(c, CURLOPT_CAINFO, e->ca_file);
 	if (e->ca_dir)
@@ -865,7 +869,7 @@ static void *engine_main(void *arg)
 {
 	struct http_engine *e = arg;
 	struct http_req_priv *p, *next;
-	bool stop;
+	bool stop, ended;
 
 	for (;;) {
 		CURLMsg *msg;
@@ -890,16 +894,27 @@ static void *engine_main(void *arg)
 		start_due(e);
 
 		curl_multi_perform(e->multi, &running);
+		ended = false;
 		while ((msg = curl_multi_info_read(e->multi, &left))) {
 			struct http_req_priv *done = NULL;
 
 			if (msg->msg != CURLMSG_DONE)
 				continue;
+			ended = true;
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&done);
 			if (done)
 				finish_attempt(e, done, msg->data.result);
 		}
-		curl_multi_poll(e->multi, NULL, 0, poll_timeout(e), NULL);
+		/* A transfer that ended (in curl_multi_perform, or removed just
+		 * now) hands its connection to one parked transfer by giving it a
+		 * "run now" timer.  libcurl 7.88 can drop that timer: the end of
+		 * curl_multi_perform discards timers less than 1 ms in the future
+		 * (millisecond-truncated comparison in add_next_timeout), and the
+		 * parked transfer, owning no socket yet, then waits for an
+		 * unrelated event -- with nothing else in flight, the 1 s poll
+		 * timeout.  curl_multi_perform runs every transfer whatever its
+		 * timers say, so run it once more at once. */
+		curl_multi_poll(e->multi, NULL, 0, ended ? 0 : poll_timeout(e), NULL);
 	}
 
 	for (p = e->inflight; p; p = next) {

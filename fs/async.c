@@ -174,7 +174,12 @@ static void run_job(struct async *a, struct open_job *j)
 	body_key(ctx, j->node, key, &verified);
 	int fd = -EIO;
 	struct cache_stream *s = NULL;
-	switch (cache_begin(ctx->cache, key, verified, nd->size, &j->w, &fd, &s)) {
+	/* A streamed body brings no neighbours; others claim their run with
+	 * the key (cache_begin), as fs_body_open does. */
+	bool stream = ctx->stream_min && nd->size >= ctx->stream_min;
+	struct cache_claim *claims = NULL;
+	size_t n = stream ? 0 : body_claims(ctx, j->node, &claims);
+	switch (cache_begin(ctx->cache, key, verified, nd->size, claims, n, &j->w, &fd, &s)) {
 	case CACHE_HIT:
 		open_done(&j->w, fd);
 		break;
@@ -184,22 +189,23 @@ static void run_job(struct async *a, struct open_job *j)
 		open_stream(j, s);
 		break;
 	case CACHE_FILL:
-		if (ctx->stream_min && nd->size >= ctx->stream_min) {
+		if (stream) {
 			uint32_t node = j->node;
 			s = cache_stream_new(ctx->cache, key, verified, nd->size);
 			cache_stream_on_fail(s, drop_pages, a);
 			open_stream(j, cache_stream_ref(s)); /* frees j */
-			fd = body_fill(ctx, node, s);
+			fd = body_fill(ctx, node, NULL, 0, s);
 			if (fd >= 0)
 				close(fd);
 			else
 				drop_pages(a, s, UINT64_MAX);
 			cache_stream_unref(s);
 		} else {
-			open_done(&j->w, body_fill(ctx, j->node, NULL));
+			open_done(&j->w, body_fill(ctx, j->node, claims, n, NULL));
 		}
 		break;
 	}
+	free(claims);
 }
 
 static void *pool_main(void *arg)

@@ -12,8 +12,12 @@
  * small body (compressed <= NEIGHBOUR_MAX) asks for one range covering the
  * run of entries of the same directory around it (contiguous in the file,
  * each small, the run <= SPAN_MAX bytes), inflates and verifies each, and
- * publishes the neighbours it could claim (cache_claim) along with the
- * body asked for: one round trip instead of one per file. */
+ * publishes the neighbours it could claim along with the body asked for:
+ * one round trip instead of one per file.  The run is planned before the
+ * fill (body_claims) and its bodies are claimed together with the target
+ * (cache_get, or cache_begin for the fill pool's opens), so concurrent
+ * first opens of sibling files make one request, not one each.  A streamed
+ * body brings no neighbours. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -27,11 +31,15 @@
 #include "fetch/util/util.h"
 #include "fs/fs_i.h"
 
+struct run;
+
 struct fill {
 	struct fs_ctx *ctx;
 	struct wheel_src *w;
 	const struct zip_entry *e;
 	const struct tree_node *nd;
+	const struct run *run;	    /* neighbours to bring along, or NULL */
+	struct cache_claim *claims; /* per entry of the run (the target's: never claimed) */
 	int fd;
 	struct cache_stream *stream; /* readers follow the temp file, or NULL */
 	uint64_t deadline_ns;        /* the whole fill's (0: none) */
@@ -47,6 +55,19 @@ static int sink_buf_body(void *ud, const uint8_t *data, size_t len)
 {
 	buf_append(ud, data, len);
 	return 0;
+}
+
+/* Where the bytes of entry k can end: its span guess (header, name, slack,
+ * data), cut at the next entry's local header when the directory lists them
+ * in file order, so a request never reaches into its neighbour's bytes. */
+static uint64_t entry_end(const struct wheel_src *w, size_t k)
+{
+	const struct zip_cd *cd = w->meta.cd;
+	const struct zip_entry *e = &cd->entries[k];
+	uint64_t end = MIN(e->lho + zipcd_span_guess(e), w->spec->size);
+	if (k + 1 < cd->n && cd->entries[k + 1].lho > e->lho)
+		end = MIN(end, cd->entries[k + 1].lho);
+	return end;
 }
 
 static int out_write(void *ud, const uint8_t *data, size_t len)
@@ -107,7 +128,7 @@ static int entry_fill(void *ud, int fd)
 		return -EIO;
 	buf_init(&f->hdr);
 	f->pos = e->lho;
-	uint64_t want = MIN(zipcd_span_guess(e), size - e->lho);
+	uint64_t want = entry_end(f->w, (size_t)(e - f->w->meta.cd->entries)) - e->lho;
 	int r = wheel_read_by(f->ctx, f->w, e->lho, want, sink, f, f->deadline_ns, err, sizeof(err));
 	if (r == 0 && !f->data_off && f->hdr.len >= ZIPCD_LOCAL_HEADER_MIN) {
 		/* A long local extra field: read again, knowing the header's length. */
@@ -201,17 +222,15 @@ static const struct tree_node *neighbour_node(struct fs_ctx *ctx, struct wheel_s
 struct run {
 	size_t first, last; /* cd indexes; entries first..last, lho increasing */
 	uint64_t lo, hi;    /* byte range covering them */
-	bool *claimed;      /* per entry of the run (the target: false) */
 };
 
 static void plan_run(struct fs_ctx *ctx, struct wheel_src *w, size_t t, struct run *ru)
 {
 	const struct zip_cd *cd = w->meta.cd;
 	const struct zip_entry *te = &cd->entries[t];
-	uint64_t size = w->spec->size;
 	ru->first = ru->last = t;
 	ru->lo = te->lho;
-	ru->hi = MIN(te->lho + zipcd_span_guess(te), size);
+	ru->hi = entry_end(w, t);
 	for (bool grew = true; grew;) {
 		grew = false;
 		if (ru->first > 0) {
@@ -225,7 +244,7 @@ static void plan_run(struct fs_ctx *ctx, struct wheel_src *w, size_t t, struct r
 		}
 		if (ru->last + 1 < cd->n) {
 			const struct zip_entry *e = &cd->entries[ru->last + 1];
-			uint64_t end = MIN(e->lho + zipcd_span_guess(e), size);
+			uint64_t end = entry_end(w, ru->last + 1);
 			if (e->lho >= cd->entries[ru->last].lho + 30 && e->lho < ru->hi + 4096 &&
 			    same_dir(e->name, te->name) && neighbour_node(ctx, w, ru->last + 1) &&
 			    end - ru->lo <= SPAN_MAX) {
@@ -246,21 +265,17 @@ static int fill_run(struct fill *f, int fd)
 	struct wheel_src *w = f->w;
 	const struct zip_cd *cd = w->meta.cd;
 	size_t t = (size_t)(f->e - cd->entries);
-	struct run ru;
-	plan_run(ctx, w, t, &ru);
-	if (ru.first == ru.last)
-		return -EAGAIN;
-	size_t n = ru.last - ru.first + 1;
-	ru.claimed = xcalloc(n, sizeof(bool));
-	uint8_t (*keys)[32] = xcalloc(n, 32);
-	for (size_t k = ru.first; k <= ru.last; k++) {
-		if (k == t)
-			continue;
-		const struct tree_node *nd = neighbour_node(ctx, w, k);
-		entry_key(w, &cd->entries[k], nd, keys[k - ru.first]);
-		ru.claimed[k - ru.first] =
-			cache_claim(ctx->cache, keys[k - ru.first], nd->has_sha, nd->size);
-	}
+	struct run ru = *f->run;
+	/* Ends that another fill has in flight (or has published) stay out of
+	 * the range: their bytes are on the wire already. */
+	while (ru.first < t && !f->claims[ru.first - f->run->first].claimed)
+		ru.first++;
+	while (ru.last > t && !f->claims[ru.last - f->run->first].claimed)
+		ru.last--;
+	ru.lo = cd->entries[ru.first].lho;
+	ru.hi = 0;
+	for (size_t k = ru.first; k <= ru.last; k++)
+		ru.hi = MAX(ru.hi, entry_end(w, k));
 	struct buf b;
 	buf_init(&b);
 	char err[300] = "";
@@ -268,7 +283,8 @@ static int fill_run(struct fill *f, int fd)
 			      sizeof(err));
 	int target = -EAGAIN;
 	for (size_t k = ru.first; k <= ru.last; k++) {
-		if (k != t && !ru.claimed[k - ru.first])
+		struct cache_claim *cl = &f->claims[k - f->run->first];
+		if (k != t && !cl->claimed)
 			continue;
 		const struct zip_entry *e = &cd->entries[k];
 		const struct tree_node *nd = k == t ? f->nd : neighbour_node(ctx, w, k);
@@ -289,20 +305,17 @@ static int fill_run(struct fill *f, int fd)
 		if (k == t)
 			target = q == 0 ? write_full(fd, data, (size_t)e->usize) : -EAGAIN;
 		else
-			cache_publish(ctx->cache, keys[k - ru.first], nd->has_sha,
-				      q == 0 ? data : NULL, (size_t)e->usize);
+			cache_publish(ctx->cache, cl, q == 0 && e->usize == cl->size ? data : NULL);
 		free(data);
 	}
 	buf_free(&b);
-	free(ru.claimed);
-	free(keys);
 	return target;
 }
 
 static int body_fill_any(void *ud, int fd)
 {
 	struct fill *f = ud;
-	if (f->e->csize <= NEIGHBOUR_MAX && !f->stream && !getenv("SITEFS_NO_NEIGHBOURS")) {
+	if (f->run && !f->stream) {
 		int r = fill_run(f, fd);
 		if (r != -EAGAIN)
 			return r;
@@ -329,27 +342,84 @@ static void fill_init(struct fs_ctx *ctx, uint32_t i, struct fill *f)
 						    1000000000ull;
 }
 
+/* Plans the run of neighbours of node i and fills in a claim per entry of
+ * it (the target's slot: its own key, in flight by then, never claimed). */
+static size_t plan_claims(struct fs_ctx *ctx, uint32_t i, struct run *ru,
+			  struct cache_claim **ret)
+{
+	const struct tree_node *nd = &ctx->tree->nodes[i];
+	struct wheel_src *w = &ctx->wheels[nd->body.wheel];
+	const struct zip_entry *e = &w->meta.cd->entries[nd->body.entry];
+	*ret = NULL;
+	*ru = (struct run){0};
+	if (e->csize > NEIGHBOUR_MAX || getenv("SITEFS_NO_NEIGHBOURS"))
+		return 0;
+	size_t t = nd->body.entry;
+	plan_run(ctx, w, t, ru);
+	size_t n = ru->last > ru->first ? ru->last - ru->first + 1 : 0;
+	if (!n)
+		return 0;
+	struct cache_claim *claims = xcalloc(n, sizeof(*claims));
+	for (size_t k = ru->first; k <= ru->last; k++) {
+		struct cache_claim *cl = &claims[k - ru->first];
+		const struct tree_node *kn = k == t ? nd : neighbour_node(ctx, w, k);
+		entry_key(w, &w->meta.cd->entries[k], kn, cl->key);
+		cl->verified = kn->has_sha;
+		cl->size = kn->size;
+	}
+	*ret = claims;
+	return n;
+}
+
+size_t body_claims(struct fs_ctx *ctx, uint32_t i, struct cache_claim **ret)
+{
+	struct run ru;
+	return plan_claims(ctx, i, &ru, ret);
+}
+
 int fs_body_open(struct fs_ctx *ctx, uint32_t i)
 {
 	const struct tree_node *nd = &ctx->tree->nodes[i];
 	if (nd->kind != TREE_BODY)
 		return -EINVAL;
+	profile_note(ctx->profile, i);
 	struct fill f;
 	fill_init(ctx, i, &f);
 	uint8_t key[32];
 	entry_key(f.w, f.e, nd, key);
-	return cache_get(ctx->cache, key, nd->has_sha, nd->size, body_fill_any, &f);
+	int fd = cache_peek(ctx->cache, key, nd->has_sha, nd->size);
+	if (fd != -ENOENT)
+		return fd;
+	/* A miss: plan the run of neighbours, to be claimed with the target. */
+	struct run ru;
+	size_t n = plan_claims(ctx, i, &ru, &f.claims);
+	if (n)
+		f.run = &ru;
+	fd = cache_get(ctx->cache, key, nd->has_sha, nd->size, f.claims, n, body_fill_any, &f);
+	free(f.claims);
+	return fd;
 }
 
-int body_fill(struct fs_ctx *ctx, uint32_t i, struct cache_stream *s)
+int body_fill(struct fs_ctx *ctx, uint32_t i, struct cache_claim *claims, size_t nclaims,
+	      struct cache_stream *s)
 {
 	const struct tree_node *nd = &ctx->tree->nodes[i];
 	struct fill f;
 	fill_init(ctx, i, &f);
 	f.stream = s;
+	/* the run body_claims planned (plan_run is a function of the tree) */
+	struct run ru;
+	struct cache_claim *mine;
+	size_t n = plan_claims(ctx, i, &ru, &mine);
+	free(mine);
+	if (nclaims && n == nclaims) {
+		f.run = &ru;
+		f.claims = claims;
+	}
 	uint8_t key[32];
 	entry_key(f.w, f.e, nd, key);
-	return cache_fill(ctx->cache, key, nd->has_sha, nd->size, body_fill_any, &f, s);
+	return cache_fill(ctx->cache, key, nd->has_sha, nd->size, claims, nclaims, body_fill_any,
+			  &f, s);
 }
 
 void body_key(const struct fs_ctx *ctx, uint32_t i, uint8_t key[32], bool *ret_verified)

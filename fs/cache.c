@@ -13,11 +13,22 @@
  *   with identical bytes.
  * - The store is untrusted on read: a body whose size is wrong is removed
  *   and fetched again.  No fsync: a torn file after a crash fails that check.
- * - A fill may also publish neighbours that rode the same request: it claims
- *   them first (cache_claim: an in-flight record, so that a concurrent
- *   opener of a neighbour waits instead of fetching it again), then
- *   publishes or abandons each (cache_publish); waiters of an abandoned
- *   neighbour fill it themselves.
+ * - A published body may vanish at any time (that removal racing a new
+ *   fill, another daemon, an rm of the cache): the filler returns an fd on
+ *   the file it published, never reopens the path, and a waiter that finds
+ *   nothing after a successful fill treats the key as never filled (it is
+ *   called with -EAGAIN and begins again).
+ * - A fill may also publish neighbours that rode the same request: the
+ *   caller that becomes the filler (cache_begin → CACHE_FILL) claims them
+ *   (an in-flight record each) under the same lock as its own key, so two
+ *   first openers of sibling files cannot both start a fill of the same
+ *   run: the second waits.  The fill publishes or abandons each
+ *   (cache_publish); cache_fill gives up any it left; waiters of an
+ *   abandoned neighbour begin again and fill it themselves.  The profile
+ *   replay claims bodies on its own (cache_claim).
+ * - cache_fill looks for the body again once it is registered as filler: a
+ *   fill that ended between the caller's miss and its registration
+ *   published first.
  * - Waiting is by callback (struct cache_waiter, called once by the thread
  *   that ends the fill, with its own fd on the body or the error), so a
  *   FUSE reply can be sent from there: nobody needs a thread to wait.
@@ -158,27 +169,37 @@ int cache_tmpfile(struct cache *c, char **ret_path)
 	return fd;
 }
 
-/* Opens a published body; a wrong size means a torn or tampered file. */
+/* Opens a published body; a wrong size means a torn or tampered file.  It
+ * is dropped only while path still names it: a fill (of this process or
+ * another) may have published a good copy there since the open.  (Between
+ * that check and the unlink a good copy can still go: callers treat a body
+ * that vanishes as one never published.) */
 static int open_checked(const char *path, uint64_t size)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return errno == ELOOP ? -ENOENT : -errno;
 	struct stat st, now;
-	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == size)
+	if (fstat(fd, &st) < 0) {
+		int r = -errno;
+		close(fd);
+		return r;
+	}
+	if (S_ISREG(st.st_mode) && (uint64_t)st.st_size == size)
 		return fd;
-	/* Drop it only if it is still the file we looked at: another thread
-	 * may have published a good copy in the meantime. */
-	if (lstat(path, &now) == 0 && now.st_ino == st.st_ino && now.st_dev == st.st_dev) {
+	close(fd);
+	if (stat(path, &now) == 0 && now.st_dev == st.st_dev && now.st_ino == st.st_ino) {
 		log_debug(LOG_CAT_CACHE, "\"%s\" has the wrong size, dropping it", path);
 		unlink(path);
 	}
-	close(fd);
 	return -ENOENT;
 }
 
-/* Fills a temp file and renames it to path.  With a stream, the stream
- * gets a dup of the temp fd before the fill starts. */
+/* Fills a temp file and renames it to path.  Returns an O_RDONLY fd on the
+ * file it published, not on whatever path names by then (another fill may
+ * have replaced it, a torn copy's cleanup may have dropped it), or -errno.
+ * With a stream, the stream gets a dup of the temp fd before the fill
+ * starts. */
 static int fill_and_publish(struct cache *c, const char *path, uint64_t size, cache_fill_fn fill,
 			    void *ud, struct cache_stream *s)
 {
@@ -189,11 +210,10 @@ static int fill_and_publish(struct cache *c, const char *path, uint64_t size, ca
 	int r = 0;
 	if (s) {
 		int sfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		r = sfd < 0 ? -errno : 0;
 		pthread_mutex_lock(&s->lock);
 		s->fd = sfd;
 		pthread_mutex_unlock(&s->lock);
-		if (sfd < 0)
-			r = -errno;
 	}
 	if (r == 0)
 		r = fill(ud, fd);
@@ -203,6 +223,9 @@ static int fill_and_publish(struct cache *c, const char *path, uint64_t size, ca
 	if (r == 0 && fchmod(fd, 0444) < 0)
 		r = -errno;
 	close(fd);
+	int ro = -1;
+	if (r == 0 && (ro = open(tmp, O_RDONLY | O_CLOEXEC)) < 0)
+		r = -errno;
 	if (r == 0) {
 		char *dir = xstrndup(path, (size_t)(strrchr(path, '/') - path));
 		r = mkdir_p(dir, 0755);
@@ -210,10 +233,13 @@ static int fill_and_publish(struct cache *c, const char *path, uint64_t size, ca
 		if (r == 0 && rename(tmp, path) < 0)
 			r = -errno;
 	}
-	if (r < 0)
+	if (r < 0) {
 		unlink(tmp);
+		if (ro >= 0)
+			close(ro);
+	}
 	free(tmp);
-	return r;
+	return r < 0 ? r : ro;
 }
 
 /* The in-flight record of key, or NULL.  Caller holds c->lock. */
@@ -256,28 +282,52 @@ static void end_inflight(struct cache *c, const uint8_t key[32], bool verified, 
 	char *path = result == 0 && w ? body_path(c, key, verified) : NULL;
 	for (; w; w = next) {
 		next = w->next; /* done() may free w */
-		w->done(w, path ? open_checked(path, size) : result);
+		int fd = path ? open_checked(path, size) : result;
+		if (path && fd == -ENOENT)
+			fd = -EAGAIN; /* published, then dropped: as if never published */
+		w->done(w, fd);
 	}
 	free(path);
 	cache_stream_unref(f->stream);
 	free(f);
 }
 
+static bool published(struct cache *c, const struct cache_claim *cl)
+{
+	char *path = body_path(c, cl->key, cl->verified);
+	struct stat st;
+	bool have = stat(path, &st) == 0 && (uint64_t)st.st_size == cl->size;
+	free(path);
+	return have;
+}
+
 enum cache_begin cache_begin(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
-			     struct cache_waiter *w, int *ret_fd, struct cache_stream **ret_stream)
+			     struct cache_claim *claims, size_t nclaims, struct cache_waiter *w,
+			     int *ret_fd, struct cache_stream **ret_stream)
 {
 	char *path = body_path(c, key, verified);
 	int fd = open_checked(path, size);
 	free(path);
+	for (size_t k = 0; k < nclaims; k++)
+		claims[k].claimed = false;
 	if (fd != -ENOENT) {
 		*ret_fd = fd;
 		return CACHE_HIT;
 	}
+	for (size_t k = 0; k < nclaims; k++) /* candidates; stat outside the lock */
+		claims[k].claimed = !published(c, &claims[k]);
 	enum cache_begin r;
 	pthread_mutex_lock(&c->lock);
 	struct inflight *f = find_inflight(c, key, verified);
 	if (!f) {
 		add_inflight(c, key, verified);
+		for (size_t k = 0; k < nclaims; k++) {
+			struct cache_claim *cl = &claims[k];
+			if (cl->claimed && find_inflight(c, cl->key, cl->verified))
+				cl->claimed = false; /* another fill's (or key itself) */
+			else if (cl->claimed)
+				add_inflight(c, cl->key, cl->verified);
+		}
 		r = CACHE_FILL;
 	} else if (f->stream) {
 		*ret_stream = cache_stream_ref(f->stream);
@@ -287,17 +337,45 @@ enum cache_begin cache_begin(struct cache *c, const uint8_t key[32], bool verifi
 		f->waiters = w;
 		r = CACHE_WAIT;
 	}
+	if (r != CACHE_FILL)
+		for (size_t k = 0; k < nclaims; k++)
+			claims[k].claimed = false;
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }
 
+/* A stream whose fill found the body published already: its readers read
+ * that file.  Takes fd's dup. */
+static void stream_adopt(struct cache_stream *s, int fd)
+{
+	int sfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	pthread_mutex_lock(&s->lock);
+	if (s->fd < 0 && sfd >= 0) {
+		s->fd = sfd;
+		s->progress = s->size;
+		sfd = -1;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (sfd >= 0)
+		close(sfd);
+}
+
 int cache_fill(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
-	       cache_fill_fn fill, void *ud, struct cache_stream *s)
+	       struct cache_claim *claims, size_t nclaims, cache_fill_fn fill, void *ud,
+	       struct cache_stream *s)
 {
 	char *path = body_path(c, key, verified);
-	int r = fill_and_publish(c, path, size, fill, ud, s);
-	int fd = r < 0 ? r : open_checked(path, size);
+	/* A fill that ended between our miss and the lock published first:
+	 * look again now that no new fill of key can start. */
+	int fd = open_checked(path, size);
+	if (fd >= 0 && s)
+		stream_adopt(s, fd);
+	if (fd == -ENOENT)
+		fd = fill_and_publish(c, path, size, fill, ud, s);
 	free(path);
+	for (size_t k = 0; k < nclaims; k++)
+		if (claims[k].claimed)
+			cache_publish(c, &claims[k], NULL); /* the fill never got to it */
 	if (s)
 		cache_stream_end(s, fd < 0 ? fd : 0);
 	end_inflight(c, key, verified, size, fd < 0 ? fd : 0);
@@ -329,7 +407,7 @@ static void sync_done_reader(struct cache_stream_reader *rd, int fd)
 }
 
 int cache_get(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
-	      cache_fill_fn fill, void *ud)
+	      struct cache_claim *claims, size_t nclaims, cache_fill_fn fill, void *ud)
 {
 	for (;;) {
 		struct sync_waiter sw = {.w.done = sync_done};
@@ -337,11 +415,11 @@ int cache_get(struct cache *c, const uint8_t key[32], bool verified, uint64_t si
 		int fd = -EIO;
 		pthread_mutex_init(&sw.lock, NULL);
 		pthread_cond_init(&sw.cond, NULL);
-		switch (cache_begin(c, key, verified, size, &sw.w, &fd, &s)) {
+		switch (cache_begin(c, key, verified, size, claims, nclaims, &sw.w, &fd, &s)) {
 		case CACHE_HIT:
 			break;
 		case CACHE_FILL:
-			fd = cache_fill(c, key, verified, size, fill, ud, NULL);
+			fd = cache_fill(c, key, verified, size, claims, nclaims, fill, ud, NULL);
 			break;
 		case CACHE_STREAM: {
 			/* someone streams it: wait for the verified end */
@@ -382,20 +460,18 @@ int cache_peek(struct cache *c, const uint8_t key[32], bool verified, uint64_t s
 	return fd;
 }
 
-bool cache_claim(struct cache *c, const uint8_t key[32], bool verified, uint64_t size)
+bool cache_claim(struct cache *c, struct cache_claim *cl)
 {
-	char *path = body_path(c, key, verified);
-	struct stat st;
-	bool have = stat(path, &st) == 0 && (uint64_t)st.st_size == size;
-	free(path);
-	if (have)
+	cl->claimed = false;
+	if (published(c, cl))
 		return false;
 	pthread_mutex_lock(&c->lock);
-	bool claimed = !find_inflight(c, key, verified);
-	if (claimed)
-		add_inflight(c, key, verified);
+	if (!find_inflight(c, cl->key, cl->verified)) {
+		add_inflight(c, cl->key, cl->verified);
+		cl->claimed = true;
+	}
 	pthread_mutex_unlock(&c->lock);
-	return claimed;
+	return cl->claimed;
 }
 
 static int write_data(void *ud, int fd)
@@ -404,17 +480,22 @@ static int write_data(void *ud, int fd)
 	return write_full(fd, b->data, b->len);
 }
 
-void cache_publish(struct cache *c, const uint8_t key[32], bool verified, const void *data,
-		   size_t len)
+void cache_publish(struct cache *c, struct cache_claim *cl, const void *data)
 {
+	if (!cl->claimed)
+		return;
 	int r = -EAGAIN;
 	if (data) {
-		char *path = body_path(c, key, verified);
-		struct buf b = {.data = (uint8_t *)data, .len = len};
-		r = fill_and_publish(c, path, len, write_data, &b, NULL) < 0 ? -EAGAIN : 0;
+		char *path = body_path(c, cl->key, cl->verified);
+		struct buf b = {.data = (uint8_t *)data, .len = (size_t)cl->size};
+		int fd = fill_and_publish(c, path, cl->size, write_data, &b, NULL);
+		if (fd >= 0)
+			close(fd);
+		r = fd < 0 ? -EAGAIN : 0;
 		free(path);
 	}
-	end_inflight(c, key, verified, len, r);
+	end_inflight(c, cl->key, cl->verified, cl->size, r);
+	cl->claimed = false;
 }
 
 /* --- streams --------------------------------------------------------------- */

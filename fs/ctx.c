@@ -95,6 +95,8 @@ int fs_prepare(const struct fs_config *cfg, struct fs_ctx **ret, char *err, size
 	ctx->stats.requests = hs.requests;
 	ctx->stats.wire_bytes = hs.wire_bytes;
 	ctx->stats.elapsed_ns = now_ns() - t0;
+	if (cfg->profile) /* after the stats: its requests are not the preparation's */
+		ctx->profile = profile_open(ctx, cfg->profile);
 	*ret = ctx;
 	return 0;
 fail:
@@ -106,6 +108,7 @@ struct fs_ctx *fs_free(struct fs_ctx *ctx)
 {
 	if (!ctx)
 		return NULL;
+	ctx->profile = profile_close(ctx->profile); /* uses the engine and the cache */
 	ctx->http = http_engine_free(ctx->http);
 	ctx->pyc = pyc_free(ctx->pyc);
 	for (size_t i = 0; ctx->wheels && i < ctx->cfg.nwheels; i++) {

@@ -27,6 +27,7 @@ struct fs_config {
 	struct tree_python py;
 	const struct fs_wheel *wheels;
 	size_t nwheels;
+	const char *profile; /* absolute path: record opened bodies there, replay it (or NULL) */
 };
 
 struct fs_ctx;

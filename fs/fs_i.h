@@ -49,6 +49,7 @@ struct fs_ctx {
 	struct async *async; /* while serving: the fill pool (async.c) */
 	unsigned fill_timeout_s; /* SITEFS_FILL_TIMEOUT: a fill's deadline base (0: none) */
 	uint64_t stream_min;     /* SITEFS_STREAM_MIN: bodies this big are streamed (0: never) */
+	struct profile *profile; /* NULL: no --profile */
 	struct fs_prepare_stats stats;
 };
 
@@ -77,10 +78,17 @@ struct cache_stream;
 /* The cache key of BODY node i: its RECORD sha256, or sha256(wheel sha256 ||
  * entry name) when RECORD has none (*ret_verified false). */
 void body_key(const struct fs_ctx *ctx, uint32_t i, uint8_t key[32], bool *ret_verified);
-/* The fill of BODY node i after cache_begin said CACHE_FILL (with stream s,
- * or NULL): cache_fill with the body's fetch, inflate and checks, bounded
+struct cache_claim;
+/* The neighbours a fill of BODY node i would bring along (its run, the
+ * target's own slot included, never claimed), to pass to cache_begin:
+ * returns their number (0: none) and *ret (caller frees; NULL when 0). */
+size_t body_claims(struct fs_ctx *ctx, uint32_t i, struct cache_claim **ret);
+/* The fill of BODY node i after cache_begin said CACHE_FILL (with the
+ * claims body_claims gave and cache_begin took, and stream s, or NULL and
+ * no claims): cache_fill with the body's fetch, inflate and checks, bounded
  * by the fill deadline.  Returns fd on the body or -errno. */
-int body_fill(struct fs_ctx *ctx, uint32_t i, struct cache_stream *s);
+int body_fill(struct fs_ctx *ctx, uint32_t i, struct cache_claim *claims, size_t nclaims,
+	      struct cache_stream *s);
 
 /* --- cache.c: content-addressed body store with single-flight fills. */
 struct cache;
@@ -88,11 +96,23 @@ int cache_open(const char *dir, struct cache **ret);
 struct cache *cache_close(struct cache *c);
 /* Fills a temp fd with the verified body; returns 0 or -errno. */
 typedef int (*cache_fill_fn)(void *ud, int fd);
+/* A body that will ride along a fill (a neighbour in the same request). */
+struct cache_claim {
+	uint8_t key[32];
+	bool verified;
+	uint64_t size;
+	bool claimed; /* set by cache_get: in flight for this fill */
+};
 /* Returns an O_RDONLY fd on the body with this key and size, calling fill
  * (in this thread) on a miss; concurrent callers for one key wait for the
- * single fill.  Returns fd or -errno (the filler's error for all waiters). */
+ * single fill.  Returns fd or -errno (the filler's error for all waiters).
+ * claims: bodies the fill will bring along.  A caller that becomes the
+ * filler claims, in the same step as key, those neither published nor in
+ * flight (claimed = true): a concurrent opener of one of them then waits
+ * for this fill instead of starting its own.  fill calls cache_publish for
+ * each claimed one; cache_get gives up any it left. */
 int cache_get(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
-	      cache_fill_fn fill, void *ud);
+	      struct cache_claim *claims, size_t nclaims, cache_fill_fn fill, void *ud);
 
 /* The asynchronous form.  A waiter is called exactly once, on the thread
  * that ends the fill, without locks held, with an fd on the published body
@@ -109,12 +129,19 @@ enum cache_begin {
 	CACHE_WAIT,   /* w is queued on the fill in flight */
 	CACHE_STREAM, /* a streamed fill is in flight: *ret_stream (caller unrefs) */
 };
+/* claims as for cache_get: taken (claimed = true) only on CACHE_FILL, in
+ * the same step as key; cleared otherwise.  A waiter is called with -EAGAIN
+ * too when the body was published but vanished before it could open it. */
 enum cache_begin cache_begin(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
-			     struct cache_waiter *w, int *ret_fd, struct cache_stream **ret_stream);
-/* The fill of a CACHE_FILL: fills, verifies and publishes, ends stream s (or
- * NULL) and then calls every waiter.  Returns fd on the body or -errno. */
+			     struct cache_claim *claims, size_t nclaims, struct cache_waiter *w,
+			     int *ret_fd, struct cache_stream **ret_stream);
+/* The fill of a CACHE_FILL: looks for the body again (a fill that ended
+ * since the miss), else fills, verifies and publishes; gives up the claims
+ * fill left, ends stream s (or NULL) and then calls every waiter.  Returns
+ * an fd on the file it published (or found) or -errno. */
 int cache_fill(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
-	       cache_fill_fn fill, void *ud, struct cache_stream *s);
+	       struct cache_claim *claims, size_t nclaims, cache_fill_fn fill, void *ud,
+	       struct cache_stream *s);
 
 /* Streams: made by the filler after CACHE_FILL, before cache_fill.  Returns
  * the caller's reference; later cache_begin callers get their own. */
@@ -150,14 +177,14 @@ size_t cache_stream_tags(struct cache_stream *s, uint64_t **ret);
 
 /* Like cache_get without filling: fd on the published body, -ENOENT on a miss. */
 int cache_peek(struct cache *c, const uint8_t key[32], bool verified, uint64_t size);
-/* Claims key for a fill of its neighbour's request: true if the body is
- * neither published nor in flight, and now in flight for the caller, who
- * must call cache_publish exactly once. */
-bool cache_claim(struct cache *c, const uint8_t key[32], bool verified, uint64_t size);
-/* Publishes a claimed body (data NULL: gives the claim up; waiters then fill
- * it themselves) and wakes its waiters. */
-void cache_publish(struct cache *c, const uint8_t key[32], bool verified, const void *data,
-		   size_t len);
+/* Claims a body for a fill that is not a cache_get (the profile replay):
+ * true (cl->claimed) if it was neither published nor in flight; the caller
+ * must then cache_publish it. */
+bool cache_claim(struct cache *c, struct cache_claim *cl);
+/* Publishes a claimed body of cl->size bytes (data NULL: gives the claim
+ * up; waiters then fill it themselves), wakes its waiters, clears
+ * cl->claimed. */
+void cache_publish(struct cache *c, struct cache_claim *cl, const void *data);
 /* Where whole wheels go: "<dir>/wheels/<hex>.whl" (caller frees). */
 char *cache_wheel_path(struct cache *c, const uint8_t sha[32]);
 /* A new temp file in the cache's tmp dir: returns fd and *ret_path (caller frees). */
@@ -207,6 +234,16 @@ void async_open(struct async *a, fuse_req_t req, fuse_ino_t ino, uint32_t node,
 /* Read / release of an FH_STREAM handle. */
 void async_read(fuse_req_t req, uint64_t fh, size_t size, off_t off);
 void async_release(struct async *a, uint64_t fh);
+
+/* --- profile.c: --profile FILE (see the DESIGN note there). */
+struct profile;
+/* Loads path (a missing, unreadable or corrupt file is a warning, never an
+ * error) and starts the replay of its bodies in the background. */
+struct profile *profile_open(struct fs_ctx *ctx, const char *path);
+/* Stops the replay and writes what this mount opened. Accepts NULL. */
+struct profile *profile_close(struct profile *p);
+/* Records that tree node i (a body) was opened. Accepts p == NULL. */
+void profile_note(struct profile *p, uint32_t i);
 
 /* --- ops.c */
 const struct fuse_lowlevel_ops *ops_get(void);

@@ -18,7 +18,8 @@
  *   other workers inflate and write, so the network and the CPUs overlap.
  * - Hardlinks share one inode, hence one mode: cache bodies are 0444, the
  *   tree wants 0644/0755.  So hardlink mode links to a per-mode copy kept
- *   under <cache>/links/<mode>/ (made once from the body, temp + rename),
+ *   under <cache>/links/<mode>/ (made once from the body, temp + link():
+ *   the first copy wins and is never replaced while good),
  *   never to the verified body itself: editing a hardlinked file in place
  *   changes that shared copy (and every venv linked to it), never what a
  *   mount serves.
@@ -27,7 +28,9 @@
  *   impossible, e.g. another filesystem).  A single file that hits the
  *   link limit (EMLINK) is copied.
  * - Locks: m->lock protects the first error and progress reporting only;
- *   counters are atomics.  w->lock (wheel.c) guards local_path as usual.
+ *   m->relink serializes the replacement of a damaged links/ copy (local
+ *   stat + rename); both are leaves.  Counters are atomics.  w->lock
+ *   (wheel.c) guards local_path as usual.
  * Deliberately missing: fsync (the caller's rename is the commit point, a
  * crash before it leaves only a temp directory), xattrs, ownership. */
 #include <errno.h>
@@ -63,6 +66,7 @@ struct mat {
 	int mode;    /* current enum fs_link_mode (atomic; AUTO downgrades) */
 	int failed;  /* atomic */
 	pthread_mutex_t lock;
+	pthread_mutex_t relink;		/* replacing a damaged links/ copy */
 	int err;			/* first error; protected by lock */
 	char *errmsg;			/* protected by lock */
 	uint64_t done;			/* body bytes done (atomic) */
@@ -121,12 +125,16 @@ static void progress(struct mat *m, uint64_t add, bool final)
 
 /* ---- placing one file ---- */
 
+/* Copies bytes [0, size) of src to dst's offset.  Reads at explicit offsets:
+ * src is one fd per body, read more than once (the links/ copy, then a copy
+ * into DEST when hardlinking fails), so its file offset means nothing. */
 static int copy_fd(int src, int dst, uint64_t size)
 {
 	uint64_t left = size;
+	loff_t in = 0;
 	bool fallback = false;
 	while (left && !fallback) {
-		ssize_t n = copy_file_range(src, NULL, dst, NULL, MIN(left, 1u << 30), 0);
+		ssize_t n = copy_file_range(src, &in, dst, NULL, MIN(left, 1u << 30), 0);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 &&
@@ -170,8 +178,24 @@ static int create_at(struct mat *m, const char *path, mode_t mode)
 	return fd < 0 ? -errno : fd;
 }
 
+/* A usable link source: a regular file of this size and mode. */
+static bool link_source_ok(const char *path, uint64_t size, mode_t mode)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == size &&
+	       (st.st_mode & 07777) == mode;
+}
+
 /* <cache>/links/<mode>/<ab>/<rest>: a copy of the body with this mode, for
- * hardlinking (see DESIGN).  Returns the path (caller frees) or NULL. */
+ * hardlinking (see DESIGN).  Returns the path (caller frees) or NULL.
+ *
+ * The copy is published with link(), first writer wins, never renamed over
+ * a good one: other workers (and other processes) hardlink to this path as
+ * soon as it exists, and linkat() on a name whose inode loses its last link
+ * between the lookup and the link fails with ENOENT (vfs_link refuses an
+ * inode with i_nlink 0).  Only a damaged copy (wrong size or mode, e.g.
+ * chmod in a venv) is replaced with rename(), once per process; another
+ * process may still replace one under us: hardlink_at() retries on ENOENT. */
 static char *link_source(struct mat *m, uint32_t i, int src, mode_t mode, int *ret_err)
 {
 	struct fs_ctx *ctx = m->ctx;
@@ -183,35 +207,66 @@ static char *link_source(struct mat *m, uint32_t i, int src, mode_t mode, int *r
 	hex_encode(key, 32, hex);
 	char *path = xasprintf("%s/links/%04o/%s%.2s/%s", ctx->cache_dir, (unsigned)mode,
 			       verified ? "" : "x", hex, hex + 2);
-	struct stat st;
-	if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == nd->size &&
-	    (st.st_mode & 07777) == mode)
+	if (link_source_ok(path, nd->size, mode))
 		return path;
 	char *tmp;
 	int fd = cache_tmpfile(ctx->cache, &tmp);
-	int r = fd < 0 ? fd : copy_fd(src, fd, nd->size);
+	if (fd < 0) {
+		*ret_err = fd;
+		free(path);
+		return NULL;
+	}
+	int r = copy_fd(src, fd, nd->size);
 	if (r == 0 && fchmod(fd, mode) < 0)
 		r = -errno;
-	if (fd >= 0)
-		close(fd);
+	close(fd);
+	bool renamed = false;
 	if (r == 0) {
 		char *dir = xstrndup(path, (size_t)(strrchr(path, '/') - path));
 		r = mkdir_p(dir, 0755);
 		free(dir);
-		if (r == 0 && rename(tmp, path) < 0)
+		if (r == 0 && link(tmp, path) < 0)
 			r = -errno;
+		if (r == -EEXIST && link_source_ok(path, nd->size, mode)) {
+			r = 0; /* another worker's copy */
+		} else if (r == -EEXIST) {
+			/* a damaged copy: replace it, once (checked again under the
+			 * lock: another worker may have replaced it and be linking) */
+			pthread_mutex_lock(&m->relink);
+			r = 0;
+			if (!link_source_ok(path, nd->size, mode)) {
+				renamed = rename(tmp, path) == 0;
+				r = renamed ? 0 : -errno;
+			}
+			pthread_mutex_unlock(&m->relink);
+		}
 	}
-	if (fd >= 0) {
-		if (r < 0)
-			unlink(tmp);
-		free(tmp);
-	}
+	if (!renamed)
+		unlink(tmp);
+	free(tmp);
 	if (r < 0) {
 		*ret_err = r;
 		free(path);
 		return NULL;
 	}
 	return path;
+}
+
+/* Hardlinks path to the links/ copy of BODY node i.  ENOENT is retried: a
+ * damaged copy replaced by another process between linkat's lookup and its
+ * link (see link_source); the replacement is good. */
+static int hardlink_at(struct mat *m, uint32_t i, int src, mode_t mode, const char *path)
+{
+	int r = -ENOENT;
+	for (int tries = 0; tries < 4 && r == -ENOENT; tries++) {
+		r = 0;
+		char *ls = link_source(m, i, src, mode, &r);
+		if (ls) {
+			r = linkat(AT_FDCWD, ls, m->destfd, path, 0) < 0 ? -errno : 0;
+			free(ls);
+		}
+	}
+	return r;
 }
 
 static void downgrade(struct mat *m, int from, int to, const char *why)
@@ -253,12 +308,7 @@ static int place(struct mat *m, uint32_t i, int src, const char *path)
 			continue;
 		}
 		if (lm == FS_LINK_HARDLINK) {
-			r = 0;
-			char *ls = link_source(m, i, src, nd->mode & 07777, &r);
-			if (ls) {
-				r = linkat(AT_FDCWD, ls, m->destfd, path, 0) < 0 ? -errno : 0;
-				free(ls);
-			}
+			r = hardlink_at(m, i, src, mode, path);
 			if (r == 0) {
 				ADD(m->st.hardlinked, 1);
 				return 0;
@@ -458,6 +508,7 @@ static struct mat *mat_done(struct mat *m)
 	free(m->order);
 	free(m->errmsg);
 	pthread_mutex_destroy(&m->lock);
+	pthread_mutex_destroy(&m->relink);
 	if (m->destfd >= 0)
 		close(m->destfd);
 	return NULL;
@@ -486,6 +537,7 @@ int fs_materialize(struct fs_ctx *ctx, const struct fs_materialize_opts *o,
 	int r = 0;
 
 	pthread_mutex_init(&m.lock, NULL);
+	pthread_mutex_init(&m.relink, NULL);
 	m.umask = umask(0);
 	umask(m.umask);
 	if (o->dest) {

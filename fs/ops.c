@@ -285,6 +285,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (nd->kind == TREE_BODY && nd->size > 0) {
 		/* A cached body is answered here; a miss goes to the fill pool,
 		 * which answers it (async.c): no worker waits for the network. */
+		profile_note(ctx->profile, (uint32_t)i); /* fs_body_open notes the rest */
 		uint8_t key[32];
 		bool verified;
 		body_key(ctx, (uint32_t)i, key, &verified);

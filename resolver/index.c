@@ -24,10 +24,6 @@
 
 #define PAGE_MAX (64u << 20)	 /* a project page larger than this is hostile */
 #define METADATA_MAX (16u << 20) /* a METADATA file, likewise */
-/* Remote requests handed to the engine at once; the rest wait here.  Must
- * not exceed the engine's connections per host: libcurl 7.88 can leave a
- * transfer parked for a connection idle until its 1 s poll timeout. */
-#define INDEX_MAX_ACTIVE 16
 #define ACCEPT_SIMPLE                                                                              \
 	"application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "         \
 	"text/html;q=0.01"
@@ -767,8 +763,6 @@ struct index_client {
 	bool fl_started;
 	struct index_stats stats;
 	int full_pending;
-	unsigned remote_active;			/* submitted to the engine, not yet processed */
-	struct index_job *parked, *parked_tail; /* waiting for remote_active < INDEX_MAX_ACTIVE */
 };
 
 static void job_on_done(struct http_req *req, int result)
@@ -839,18 +833,6 @@ static void job_free(struct index_job *j)
 static void job_submit(struct index_client *c, struct index_job *j)
 {
 	c->inflight++;
-	if (http_is_remote(j->url)) {
-		if (c->remote_active >= INDEX_MAX_ACTIVE) {
-			j->next = NULL;
-			if (c->parked_tail)
-				c->parked_tail->next = j;
-			else
-				c->parked = j;
-			c->parked_tail = j;
-			return;
-		}
-		c->remote_active++;
-	}
 	int r = http_submit(c->e, &j->req);
 
 	if (r < 0) {
@@ -885,18 +867,6 @@ static void pump(struct index_client *c)
 			int r = j->submit_failed ? j->result : http_wait(&j->req);
 
 			c->inflight--;
-			if (http_is_remote(j->url)) {
-				c->remote_active--;
-				if (c->parked) { /* its turn: counted in inflight already */
-					struct index_job *q = c->parked;
-
-					c->parked = q->next;
-					if (!c->parked)
-						c->parked_tail = NULL;
-					c->inflight--;
-					job_submit(c, q);
-				}
-			}
 			process(c, j, r);
 			j = n;
 		}

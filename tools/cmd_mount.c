@@ -1,4 +1,5 @@
-/* cmd_mount: sitefs mount [--python PY] [--cache-dir DIR] [-f] [-o OPT,...] LOCK MOUNTPOINT
+/* cmd_mount: sitefs mount [--python PY] [--cache-dir DIR] [--profile FILE] [-f] [-o OPT,...]
+ *                         LOCK MOUNTPOINT
  *
  * Everything that can fail for a reason the user can fix (lock file,
  * interpreter, index, zip directories) happens before the mount, with the
@@ -25,6 +26,7 @@ static const char *arg_python = "python3";
 static const char *arg_cache_dir;
 static const char *arg_fuse_opts;
 static const char *arg_log_file;
+static const char *arg_profile;
 static bool arg_foreground, arg_debug, arg_verbose;
 
 static void help(FILE *f)
@@ -38,6 +40,9 @@ static void help(FILE *f)
 		"  --python PY      interpreter of the venv (default: python3 on PATH)\n"
 		"  --cache-dir DIR  cache (default: $SITEFS_CACHE_DIR, $XDG_CACHE_HOME/sitefs\n"
 		"                   or ~/.cache/sitefs)\n"
+		"  --profile FILE   record which files were opened in FILE (at unmount and\n"
+		"                   every 30 s; it only grows) and, when FILE exists, fetch\n"
+		"                   them all at once in the background right after mounting\n"
 		"  -f, --foreground stay in the foreground and log to stderr\n"
 		"  -o OPT[,OPT...]  extra FUSE mount options\n"
 		"  --log-file FILE  also append the daemon's log lines to FILE (it logs to\n"
@@ -53,6 +58,7 @@ static int parse_args(int argc, char **argv)
 		{"python", required_argument, NULL, 'P'},
 		{"cache-dir", required_argument, NULL, 'C'},
 		{"log-file", required_argument, NULL, 'L'},
+		{"profile", required_argument, NULL, 'p'},
 		{"foreground", no_argument, NULL, 'f'},
 		{"debug", no_argument, NULL, 'd'},
 		{"verbose", no_argument, NULL, 'v'},
@@ -71,6 +77,9 @@ static int parse_args(int argc, char **argv)
 			break;
 		case 'L':
 			arg_log_file = optarg;
+			break;
+		case 'p':
+			arg_profile = optarg;
 			break;
 		case 'f':
 			arg_foreground = true;
@@ -136,7 +145,7 @@ int cmd_mount(int argc, char **argv)
 	size_t nwheels = 0;
 	struct fs_ctx *ctx = NULL;
 	char mnt[PATH_MAX];
-	char *state_path = NULL, *fuse_opts = NULL;
+	char *state_path = NULL, *fuse_opts = NULL, *profile = NULL;
 	uint64_t t0 = now_ns();
 
 	struct stat st;
@@ -177,6 +186,18 @@ int cmd_mount(int argc, char **argv)
 	if (abs_cache) {
 		free(cache_dir);
 		cache_dir = abs_cache;
+	}
+	if (arg_profile) {
+		/* absolute: the daemon changes to / */
+		char cwd[PATH_MAX];
+		if (arg_profile[0] == '/')
+			profile = xstrdup(arg_profile);
+		else if (getcwd(cwd, sizeof(cwd)))
+			profile = xasprintf("%s/%s", cwd, arg_profile);
+		else {
+			perror("sitefs mount: getcwd");
+			goto out;
+		}
 	}
 	r = lockfile_load(lock_path, &lf, err, sizeof(err));
 	if (r < 0) {
@@ -232,6 +253,7 @@ int cmd_mount(int argc, char **argv)
 		       .minor = ip->minor, .stdlib = ip->stdlib},
 		.wheels = wheels,
 		.nwheels = nwheels,
+		.profile = profile,
 	};
 	r = fs_prepare(&cfg, &ctx, err, sizeof(err));
 	if (r < 0) {
@@ -257,6 +279,7 @@ int cmd_mount(int argc, char **argv)
 out:
 	free(state_path);
 	free(fuse_opts);
+	free(profile);
 	fs_free(ctx);
 	free(wheels);
 	lockfile_free(lf);

@@ -50,6 +50,8 @@ static void help(FILE *f)
 		"The exit status is COMMAND's (128+N if a signal N ended it).\n\n"
 		"Options:\n"
 		"  --lock FILE             use this pylock.toml (no resolution)\n"
+		"  --profile FILE          record the files COMMAND opens in FILE and fetch\n"
+		"                          them all at once next time (see sitefs mount)\n"
 		"  -w, --with REQ          a requirement (repeatable)\n%s"
 		"  -v, --verbose           say what happens\n"
 		"  -h, --help              this text\n",
@@ -169,6 +171,7 @@ int cmd_run(int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"lock", required_argument, NULL, 'L'},
+	    {"profile", required_argument, NULL, 'p'},
 	    {"with", required_argument, NULL, 'W'},
 	    {"requirement", required_argument, NULL, 'r'},
 	    {"constraint", required_argument, NULL, 'c'},
@@ -184,7 +187,7 @@ int cmd_run(int argc, char **argv)
 	    {},
 	};
 	struct lock_args a = {.python = "python3"};
-	const char *lock_arg = NULL;
+	const char *lock_arg = NULL, *profile_arg = NULL;
 	char err[4096] = "";
 	int c, ret = 1;
 	struct interp *ip = NULL;
@@ -202,6 +205,9 @@ int cmd_run(int argc, char **argv)
 		switch (c) {
 		case 'L':
 			lock_arg = optarg;
+			break;
+		case 'p':
+			profile_arg = optarg;
 			break;
 		case 'v':
 			a.verbose = true;
@@ -295,7 +301,12 @@ int cmd_run(int argc, char **argv)
 		if (fd >= 0)
 			dup2(fd, STDIN_FILENO);
 		const char *margv[] = {"sitefs",      "mount",	 "-f",	    "--python", ip->python,
-				       "--cache-dir", cache_dir, lock_path, mnt,	NULL};
+				       "--cache-dir", cache_dir, lock_path, mnt,	NULL, NULL, NULL};
+		if (profile_arg) { /* relative to our directory: the mount keeps it */
+			memmove(margv + 9, margv + 7, 3 * sizeof(*margv));
+			margv[7] = "--profile";
+			margv[8] = profile_arg;
+		}
 
 		execv("/proc/self/exe", (char **)margv);
 		perror("sitefs run: exec /proc/self/exe");

@@ -560,9 +560,10 @@ class Bench:
         d.mkdir(parents=True)
         return d
 
-    def cold_mount_import(self, lock, tag, stats=True, nproc=1):
+    def cold_mount_import(self, lock, tag, stats=True, nproc=1, extra=()):
         d = self.fresh(tag)
-        m = SitefsMount(lock, d / "mnt", d / "cache", stats=d / "stats.json" if stats else None)
+        m = SitefsMount(lock, d / "mnt", d / "cache", stats=d / "stats.json" if stats else None,
+                        extra=extra)
         mount_s = m.elapsed
         t = now()
         if nproc == 1:
@@ -775,6 +776,41 @@ def bench(b, a, runs, want, locks, proxies, big):
             b.row("S11", "daemon peak RSS, cold import (KiB)", max(rsss),
                   "64 MB + 256 B/file (KiB)", int(lim_kb), "<=", max(rsss) <= lim_kb, unit="n")
             b.notes.append(f"cold set: {nfiles} files from {len(set(ranges[f[len(SITE)+1:]][0] for f in cold_files if f[len(SITE)+1:] in ranges))} wheels")
+
+    # ---- S2p: cold at 20 ms with a profile recorded by an earlier run
+    if want("S2p"):
+        log("== cold, 20 ms, with --profile (recorded by a cold run at 0 ms)")
+        prof = work / "runs/s2p.profile"
+        prof.unlink(missing_ok=True)
+        b.cold_mount_import(locks["direct"], "s2p-record", extra=("--profile", str(prof)))
+        nprof = len(prof.read_text().splitlines()) - 1
+        tc, to, byts, reqs, rsss, replay = [], [], [], [], [], []
+        for i in range(runs):
+            mk = NGINX.mark()
+            ms, imp, rss, st, d = b.cold_mount_import(locks[20], "s2p",
+                                                      extra=("--profile", str(prof)))
+            r, by = NGINX.since(mk)
+            tc.append(ms + imp)
+            byts.append(by)
+            reqs.append(r)
+            rsss.append(rss)
+            m = re.search(r'profile "[^"]*": (\d+) bodies \(([\d.]+) MB\) fetched in (\d+) '
+                          r'ranges, (\d+) requests, (\d+) ms',
+                          (d / "daemon.log").read_text(errors="replace"))
+            if m:
+                replay.append(m.groups())
+            t, ob, nreq = oracle(cold_files, ranges, proxies[20].port)
+            to.append(t)
+        nat = getattr(b, "native_warm", None) or median([run_workload(npy) for _ in range(3)])
+        base = median(to) + nat
+        b.row("S2p", "cold, 20 ms, with --profile: mount + import", median(tc),
+              "oracle + native import", base, "<= 1.5x", median(tc) <= 1.5 * base)
+        if replay:
+            rb, rmb, rr, rq, rms = replay[-1]
+            b.notes.append(f"S2p: profile of {nprof} files; replay {rb} bodies ({rmb} MB) in "
+                           f"{rr} ranges / {rq} requests, {rms} ms; whole run "
+                           f"{median(reqs):.0f} requests, {median(byts) / 1e6:.1f} MB; oracle "
+                           f"fetch {median(to):.3f} s; daemon peak RSS {max(rsss)} KiB")
 
     # ---- HTTP/2 at 20 ms
     if want("H2"):

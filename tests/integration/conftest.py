@@ -561,7 +561,7 @@ class Mount:
 
 @pytest.fixture
 def mount(sitefs_bin, tmp_path, request):
-    """Factory: mount(lock, cache=None, opts=(), env=None) -> Mount.
+    """Factory: mount(lock, cache=None, opts=(), env=None, args=()) -> Mount.
 
     Runs `sitefs mount -f` with output to a file, waits for the tree, and on teardown
     always unmounts (fusermount3 -u -z), terminates, kills; then fails the test if the
@@ -581,7 +581,7 @@ def mount(sitefs_bin, tmp_path, request):
     timer.daemon = True
     timer.start()
 
-    def start(lock, cache=None, opts=(), env=None):
+    def start(lock, cache=None, opts=(), env=None, args=()):
         n = len(mounts)
         mnt = short_dir() / "venv"
         mnt.mkdir()
@@ -591,7 +591,7 @@ def mount(sitefs_bin, tmp_path, request):
             sitefs_bin, "mount", "-f", "--python", PY, "--cache-dir", str(cache)]
         if opts:
             cmd += ["-o", ",".join(opts)]
-        cmd += [str(lock), str(mnt)]
+        cmd += [*map(str, args), str(lock), str(mnt)]
         with open(logpath, "wb") as logf:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
                                     stderr=subprocess.STDOUT, env=clean_env(**(env or {})))

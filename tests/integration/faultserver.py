@@ -140,6 +140,7 @@ def _parse_range(header, size):
 def _make_handler(srv):
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms stalls
 
         def handle(self):
             try:

@@ -316,3 +316,70 @@ def test_compile_like_pip(nginx_lock, wheelhouse, tmp_path, cleanup):
     subprocess.run([str(dest / "bin/python"), "-c", "import purepkg, clipkg.cli, pip._internal"],
                    check=True, env=e)
     assert set(pycs(dest)) == before
+
+
+def test_hardlink_workers_sharing_bodies(tmp_path, cleanup):
+    """Many wheels shipping the same files (empty __init__.py, vendored modules): the
+    workers race to create each links/ copy while others already hardlink to it.  A copy
+    renamed over another between linkat's lookup and its link made linkat fail with ENOENT
+    (seen as "cannot hardlink from the cache" in the fidelity test).  Damaged copies (a
+    chmod in a venv changes the shared inode) are replaced while other workers link."""
+    wheels = [wheelgen.make_wheel(tmp_path / "wheels", f"same{k}", "1.0", {
+        **{f"same{k}/m{j}.py": f"X = {j}\n".encode() for j in range(150)},
+        **{f"same{k}/p{j}/__init__.py": b"" for j in range(10)},
+    }) for k in range(8)]
+    lock = wheelgen.write_pylock(tmp_path / "pylock.toml", wheels,
+                                 "file://" + str(tmp_path / "wheels"))
+    for run in range(6):
+        dest = new_dest()
+        cleanup(dest.parent)
+        r = materialize("--link-mode", "hardlink", "-j", "8", lock, dest,
+                        cache=tmp_path / f"cache{run}")
+        mode, _, hard, copied, _ = summary(r)
+        assert (mode, copied) == ("hardlink", 0) and hard > 8 * 160
+        site = dest / f"lib/{PYVER}/site-packages"
+        for k in range(8):
+            assert (site / f"same{k}/m149.py").read_bytes() == b"X = 149\n"
+            assert (site / f"same{k}/m149.py").stat().st_ino == \
+                (site / "same0/m149.py").stat().st_ino
+    # damaged copies, two processes repairing them at once
+    links = [p for p in (tmp_path / "cache0/links").rglob("*") if p.is_file()]
+    for run in range(4):
+        for p in links:
+            p.chmod(0o600)
+        dests = [new_dest(), new_dest()]
+        procs = []
+        for dest in dests:
+            cleanup(dest.parent)
+            procs.append(subprocess.Popen(
+                [str(SITEFS_BIN), "materialize", "--python", PY, "--cache-dir",
+                 str(tmp_path / "cache0"), "--link-mode", "hardlink", "-j", "8", str(lock),
+                 str(dest)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, text=True, env=clean_env()))
+        for proc in procs:
+            err = proc.communicate(timeout=60)[1]
+            assert proc.returncode == 0, err
+        for dest in dests:
+            m0 = dest / f"lib/{PYVER}/site-packages/same7/m0.py"
+            assert m0.read_bytes() == b"X = 0\n" and m0.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root")
+def test_cache_on_another_mount_of_the_same_filesystem(nginx_lock, pip_venv, tmp_path, cleanup):
+    """The cache on a bind mount of DEST's filesystem: FICLONE and link() fail with EXDEV
+    there but copy_file_range works, so auto goes clone -> hardlink (after making the
+    links/ copy from the body's fd) -> copy from that same fd, which must not start where
+    the links/ copy left the fd's offset (at the end: "copy: Input/output error")."""
+    dest = new_dest()
+    cleanup(dest.parent)
+    src, mnt = tmp_path / "bindsrc", tmp_path / "bindmnt"
+    src.mkdir()
+    mnt.mkdir()
+    subprocess.run(["mount", "--bind", str(src), str(mnt)], check=True)
+    try:
+        r = materialize(nginx_lock, dest, cache=mnt / "cache")
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+    assert summary(r)[0] == "copy"
+    problems = compare_trees(pip_venv, dest)
+    assert not problems, "\n".join(problems)

@@ -301,6 +301,67 @@ static void test_concurrent(void)
 	free(v);
 }
 
+/* Far more requests than connections: libcurl 7.88 parks the extra
+ * transfers until a connection frees up, and could lose the timer that
+ * should restart a parked one, leaving it idle until the engine's next poll
+ * timeout (1 s).  Many waves of a few requests each (the shape of a lock's
+ * resolution rounds), then one big burst: no wave may take ~1 s. */
+#define NBURST 400
+#define NWAVES 150
+#define WAVE 12
+#define BURST_CONNS 4
+
+static void burst_done(struct http_req *r, int result) {}
+
+static uint64_t run_wave(struct http_engine *e2, const char *u, struct http_req *r,
+			 struct verify *v, int n, int *ok)
+{
+	uint64_t t0 = now_ns();
+
+	for (int i = 0; i < n; i++) {
+		req_init(&r[i], u, (uint64_t)(i % 1000) * 1000, 1000, &v[i]);
+		r[i].on_done = burst_done;
+		CHECK_INT(http_submit(e2, &r[i]), 0);
+	}
+	for (int i = 0; i < n; i++) {
+		int rc = http_wait(&r[i]);
+
+		if (rc == 0 && v[i].got == 1000 && !v[i].bad)
+			(*ok)++;
+	}
+	return now_ns() - t0;
+}
+
+static void test_burst(void)
+{
+	_cleanup_free_ char *u = url_of("data.bin");
+	struct http_opts o = {.max_host_connections = BURST_CONNS};
+	struct http_engine *e2 = http_engine_new(&o);
+	struct http_req *r = xcalloc(NBURST, sizeof(*r));
+	struct verify *v = xcalloc(NBURST, sizeof(*v));
+	uint64_t worst = 0, big, t0 = now_ns();
+	int ok = 0;
+
+	CHECK(e2 != NULL);
+	if (!e2)
+		return;
+	for (int w = 0; w < NWAVES; w++) {
+		uint64_t t = run_wave(e2, u, r, v, WAVE, &ok);
+
+		worst = MAX(worst, t);
+	}
+	big = run_wave(e2, u, r, v, NBURST, &ok);
+	fprintf(stderr, "burst: %d waves of %d requests over %d connections: slowest %.0f ms; "
+		"%d at once: %.0f ms; all: %.0f ms\n", NWAVES, WAVE, BURST_CONNS, worst / 1e6,
+		NBURST, big / 1e6, (now_ns() - t0) / 1e6);
+	CHECK_INT(ok, NWAVES * WAVE + NBURST);
+	CHECK(worst < 500 * 1000000ULL);
+	CHECK(big < 5000 * 1000000ULL);
+	http_engine_free(e2);
+	free(r);
+	free(v);
+}
+
 static void test_retries(void)
 {
 	_cleanup_free_ char *u = url_of("data.bin");
@@ -660,6 +721,7 @@ int main(void)
 		test_helpers();
 		test_range_and_whole();
 		test_concurrent();
+		test_burst();
 		test_retries();
 		test_ignore_range();
 		test_errors();
