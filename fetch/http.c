@@ -48,6 +48,7 @@ struct http_req_priv {
 	pthread_cond_t cond;
 	bool done;  /* protected by lock */
 	int result; /* protected by lock */
+	_Atomic bool cancel; /* http_cancel() asked for this request */
 
 	/* Owner thread only from here on (set up by http_submit() before the
 	 * request is queued). */
@@ -85,6 +86,8 @@ struct http_engine {
 	pthread_mutex_t lock;
 	struct http_req_priv *queue_head, *queue_tail; /* protected by lock */
 	bool stopping;				       /* protected by lock */
+	bool cancel_all;			       /* protected by lock */
+	_Atomic bool cancel_pending; /* some request was cancelled: scan inflight */
 
 	/* Owner thread only. */
 	struct http_req_priv *inflight;
@@ -817,6 +820,24 @@ static void finish_attempt(struct http_engine *e, struct http_req_priv *p, CURLc
 
 /* --- owner thread: main loop ---------------------------------------------- */
 
+/* Completes every request http_cancel() named (or all after a cancel-all). */
+static void cancel_marked(struct http_engine *e)
+{
+	struct http_req_priv *p, *next;
+	bool all;
+
+	pthread_mutex_lock(&e->lock);
+	all = e->cancel_all;
+	pthread_mutex_unlock(&e->lock);
+	for (p = e->inflight; p; p = next) {
+		next = p->next;
+		if (all || atomic_load(&p->cancel)) {
+			set_err(p->req, "cancelled");
+			finish(e, p, -ECANCELED);
+		}
+	}
+}
+
 static int poll_timeout(struct http_engine *e)
 {
 	uint64_t now = now_ns(), best = POLL_MAX_MS;
@@ -868,6 +889,8 @@ static void *engine_main(void *arg)
 		}
 		if (stop)
 			break;
+		if (atomic_exchange(&e->cancel_pending, false))
+			cancel_marked(e);
 		start_due(e);
 
 		curl_multi_perform(e->multi, &running);
@@ -1028,7 +1051,7 @@ int http_submit(struct http_engine *e, struct http_req *req)
 
 	req->priv = p;
 	pthread_mutex_lock(&e->lock);
-	if (e->stopping) {
+	if (e->stopping || e->cancel_all) {
 		pthread_mutex_unlock(&e->lock);
 		req->priv = NULL;
 		pthread_cond_destroy(&p->cond);
@@ -1044,6 +1067,24 @@ int http_submit(struct http_engine *e, struct http_req *req)
 	curl_multi_wakeup(e->multi);
 	pthread_mutex_unlock(&e->lock);
 	return 0;
+}
+
+void http_cancel(struct http_engine *e, struct http_req *req)
+{
+	if (!e)
+		return;
+	pthread_mutex_lock(&e->lock);
+	if (req) {
+		/* priv lives until http_wait(), which the caller has not called */
+		if (req->priv)
+			atomic_store(&req->priv->cancel, true);
+	} else {
+		e->cancel_all = true;
+	}
+	atomic_store(&e->cancel_pending, true);
+	if (!e->stopping)
+		curl_multi_wakeup(e->multi);
+	pthread_mutex_unlock(&e->lock);
 }
 
 int http_wait(struct http_req *req)

@@ -91,6 +91,15 @@ int http_wait(struct http_req *req);
 /* submit + wait */
 int http_fetch(struct http_engine *e, struct http_req *req);
 
+/* Cancels requests: they complete with -ECANCELED ("cancelled" in err) as
+ * soon as the engine thread sees it (an open transfer is dropped, a pending
+ * retry forgotten).  req != NULL: that one request, which the caller has
+ * submitted and not yet passed to http_wait() (its own deadline, say);
+ * a request that already completed keeps its result.  req == NULL: every
+ * queued and in-flight request, and every later http_submit() of a remote
+ * URL fails with -ECANCELED (the process is shutting down).  Any thread. */
+void http_cancel(struct http_engine *e, struct http_req *req);
+
 /* Totals since the engine started (for stats and tests). */
 struct http_stats {
 	uint64_t requests;   /* HTTP requests sent, retries included */

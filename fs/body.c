@@ -14,8 +14,10 @@
  * each small, the run <= SPAN_MAX bytes), inflates and verifies each, and
  * publishes the neighbours it could claim along with the body asked for:
  * one round trip instead of one per file.  The run is planned before the
- * fill and its bodies are claimed together with the target (cache_get), so
- * concurrent first opens of sibling files make one request, not one each. */
+ * fill (body_claims) and its bodies are claimed together with the target
+ * (cache_get, or cache_begin for the fill pool's opens), so concurrent
+ * first opens of sibling files make one request, not one each.  A streamed
+ * body brings no neighbours. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -39,6 +41,8 @@ struct fill {
 	const struct run *run;	    /* neighbours to bring along, or NULL */
 	struct cache_claim *claims; /* per entry of the run (the target's: never claimed) */
 	int fd;
+	struct cache_stream *stream; /* readers follow the temp file, or NULL */
+	uint64_t deadline_ns;        /* the whole fill's (0: none) */
 	struct inflater *inf;
 	struct buf hdr;      /* bytes from e->lho until the local header is parsed */
 	uint64_t data_off;   /* 0 until known */
@@ -68,7 +72,11 @@ static uint64_t entry_end(const struct wheel_src *w, size_t k)
 
 static int out_write(void *ud, const uint8_t *data, size_t len)
 {
-	return write_full(*(int *)ud, data, len);
+	struct fill *f = ud;
+	int r = write_full(f->fd, data, len);
+	if (r == 0 && f->stream)
+		cache_stream_advance(f->stream, len);
+	return r;
 }
 
 static int feed(struct fill *f, const uint8_t *p, size_t len)
@@ -106,7 +114,7 @@ static int sink(void *ud, const uint8_t *data, size_t len)
 	return r;
 }
 
-static int body_fill(void *ud, int fd)
+static int entry_fill(void *ud, int fd)
 {
 	struct fill *f = ud;
 	const struct zip_entry *e = f->e;
@@ -115,13 +123,13 @@ static int body_fill(void *ud, int fd)
 	uint64_t size = f->w->spec->size;
 
 	f->fd = fd;
-	f->inf = inflater_new(e->method, e->usize, e->crc32, out_write, &f->fd);
+	f->inf = inflater_new(e->method, e->usize, e->crc32, out_write, f);
 	if (!f->inf)
 		return -EIO;
 	buf_init(&f->hdr);
 	f->pos = e->lho;
 	uint64_t want = entry_end(f->w, (size_t)(e - f->w->meta.cd->entries)) - e->lho;
-	int r = wheel_read(f->ctx, f->w, e->lho, want, sink, f, err, sizeof(err));
+	int r = wheel_read_by(f->ctx, f->w, e->lho, want, sink, f, f->deadline_ns, err, sizeof(err));
 	if (r == 0 && !f->data_off && f->hdr.len >= ZIPCD_LOCAL_HEADER_MIN) {
 		/* A long local extra field: read again, knowing the header's length. */
 		uint64_t doff = 0;
@@ -130,12 +138,14 @@ static int body_fill(void *ud, int fd)
 			buf_free(&f->hdr);
 			f->pos = e->lho;
 			want = MIN(doff - e->lho + e->csize, size - e->lho);
-			r = wheel_read(f->ctx, f->w, e->lho, want, sink, f, err, sizeof(err));
+			r = wheel_read_by(f->ctx, f->w, e->lho, want, sink, f, f->deadline_ns, err,
+					  sizeof(err));
 		}
 	}
 	if (r == 0 && f->data_off && f->fed < e->csize) {
 		f->pos = f->data_off + f->fed;
-		r = wheel_read(f->ctx, f->w, f->pos, e->csize - f->fed, sink, f, err, sizeof(err));
+		r = wheel_read_by(f->ctx, f->w, f->pos, e->csize - f->fed, sink, f, f->deadline_ns,
+				  err, sizeof(err));
 	}
 	if (r == 0 && (!f->data_off || f->fed != e->csize)) {
 		snprintf(err, sizeof(err), "truncated entry data");
@@ -153,6 +163,10 @@ static int body_fill(void *ud, int fd)
 		hex_encode(got, 32, got_hex);
 		log_err("wheel \"%s\": entry \"%s\": sha256 mismatch: RECORD says %s, got %s", whl,
 			e->name, want_hex, got_hex);
+		r = -EIO;
+	} else if (r == -ECANCELED) {
+		log_info("wheel \"%s\": entry \"%s\": not served: the daemon is stopping", whl,
+			 e->name);
 		r = -EIO;
 	} else if (r < 0) {
 		log_err("wheel \"%s\": entry \"%s\": not served: %s", whl, e->name,
@@ -265,7 +279,8 @@ static int fill_run(struct fill *f, int fd)
 	struct buf b;
 	buf_init(&b);
 	char err[300] = "";
-	int r = wheel_read(ctx, w, ru.lo, ru.hi - ru.lo, sink_buf_body, &b, err, sizeof(err));
+	int r = wheel_read_by(ctx, w, ru.lo, ru.hi - ru.lo, sink_buf_body, &b, f->deadline_ns, err,
+			      sizeof(err));
 	int target = -EAGAIN;
 	for (size_t k = ru.first; k <= ru.last; k++) {
 		struct cache_claim *cl = &f->claims[k - f->run->first];
@@ -300,14 +315,66 @@ static int fill_run(struct fill *f, int fd)
 static int body_fill_any(void *ud, int fd)
 {
 	struct fill *f = ud;
-	if (f->run) {
+	if (f->run && !f->stream) {
 		int r = fill_run(f, fd);
 		if (r != -EAGAIN)
 			return r;
 		if (ftruncate(fd, 0) < 0 || lseek(fd, 0, SEEK_SET) < 0)
 			return -errno;
 	}
-	return body_fill(ud, fd);
+	return entry_fill(ud, fd);
+}
+
+static void fill_init(struct fs_ctx *ctx, uint32_t i, struct fill *f)
+{
+	const struct tree_node *nd = &ctx->tree->nodes[i];
+	struct wheel_src *w = &ctx->wheels[nd->body.wheel];
+	*f = (struct fill){
+		.ctx = ctx,
+		.w = w,
+		.e = &w->meta.cd->entries[nd->body.entry],
+		.nd = nd,
+	};
+	/* The whole fill's deadline: a base, plus a second per MiB compressed
+	 * (a floor of 1 MiB/s); cancelled requests end the fill with EIO. */
+	if (ctx->fill_timeout_s > 0)
+		f->deadline_ns = now_ns() + ((uint64_t)ctx->fill_timeout_s + (f->e->csize >> 20)) *
+						    1000000000ull;
+}
+
+/* Plans the run of neighbours of node i and fills in a claim per entry of
+ * it (the target's slot: its own key, in flight by then, never claimed). */
+static size_t plan_claims(struct fs_ctx *ctx, uint32_t i, struct run *ru,
+			  struct cache_claim **ret)
+{
+	const struct tree_node *nd = &ctx->tree->nodes[i];
+	struct wheel_src *w = &ctx->wheels[nd->body.wheel];
+	const struct zip_entry *e = &w->meta.cd->entries[nd->body.entry];
+	*ret = NULL;
+	*ru = (struct run){0};
+	if (e->csize > NEIGHBOUR_MAX || getenv("SITEFS_NO_NEIGHBOURS"))
+		return 0;
+	size_t t = nd->body.entry;
+	plan_run(ctx, w, t, ru);
+	size_t n = ru->last > ru->first ? ru->last - ru->first + 1 : 0;
+	if (!n)
+		return 0;
+	struct cache_claim *claims = xcalloc(n, sizeof(*claims));
+	for (size_t k = ru->first; k <= ru->last; k++) {
+		struct cache_claim *cl = &claims[k - ru->first];
+		const struct tree_node *kn = k == t ? nd : neighbour_node(ctx, w, k);
+		entry_key(w, &w->meta.cd->entries[k], kn, cl->key);
+		cl->verified = kn->has_sha;
+		cl->size = kn->size;
+	}
+	*ret = claims;
+	return n;
+}
+
+size_t body_claims(struct fs_ctx *ctx, uint32_t i, struct cache_claim **ret)
+{
+	struct run ru;
+	return plan_claims(ctx, i, &ru, ret);
 }
 
 int fs_body_open(struct fs_ctx *ctx, uint32_t i)
@@ -316,41 +383,43 @@ int fs_body_open(struct fs_ctx *ctx, uint32_t i)
 	if (nd->kind != TREE_BODY)
 		return -EINVAL;
 	profile_note(ctx->profile, i);
-	struct wheel_src *w = &ctx->wheels[nd->body.wheel];
-	struct fill f = {
-		.ctx = ctx,
-		.w = w,
-		.e = &w->meta.cd->entries[nd->body.entry],
-		.nd = nd,
-	};
+	struct fill f;
+	fill_init(ctx, i, &f);
 	uint8_t key[32];
-	entry_key(w, f.e, nd, key);
+	entry_key(f.w, f.e, nd, key);
 	int fd = cache_peek(ctx->cache, key, nd->has_sha, nd->size);
 	if (fd != -ENOENT)
 		return fd;
 	/* A miss: plan the run of neighbours, to be claimed with the target. */
-	struct run ru = {0};
-	size_t n = 0;
-	if (f.e->csize <= NEIGHBOUR_MAX && !getenv("SITEFS_NO_NEIGHBOURS")) {
-		size_t t = nd->body.entry;
-		plan_run(ctx, w, t, &ru);
-		n = ru.last > ru.first ? ru.last - ru.first + 1 : 0;
-		if (n) {
-			f.run = &ru;
-			f.claims = xcalloc(n, sizeof(*f.claims));
-		}
-		for (size_t k = ru.first; n && k <= ru.last; k++) {
-			struct cache_claim *cl = &f.claims[k - ru.first];
-			const struct tree_node *kn = k == t ? nd : neighbour_node(ctx, w, k);
-			/* the target's slot: its own key, in flight by then, never claimed */
-			entry_key(w, &w->meta.cd->entries[k], kn, cl->key);
-			cl->verified = kn->has_sha;
-			cl->size = kn->size;
-		}
-	}
+	struct run ru;
+	size_t n = plan_claims(ctx, i, &ru, &f.claims);
+	if (n)
+		f.run = &ru;
 	fd = cache_get(ctx->cache, key, nd->has_sha, nd->size, f.claims, n, body_fill_any, &f);
 	free(f.claims);
 	return fd;
+}
+
+int body_fill(struct fs_ctx *ctx, uint32_t i, struct cache_claim *claims, size_t nclaims,
+	      struct cache_stream *s)
+{
+	const struct tree_node *nd = &ctx->tree->nodes[i];
+	struct fill f;
+	fill_init(ctx, i, &f);
+	f.stream = s;
+	/* the run body_claims planned (plan_run is a function of the tree) */
+	struct run ru;
+	struct cache_claim *mine;
+	size_t n = plan_claims(ctx, i, &ru, &mine);
+	free(mine);
+	if (nclaims && n == nclaims) {
+		f.run = &ru;
+		f.claims = claims;
+	}
+	uint8_t key[32];
+	entry_key(f.w, f.e, nd, key);
+	return cache_fill(ctx->cache, key, nd->has_sha, nd->size, claims, nclaims, body_fill_any,
+			  &f, s);
 }
 
 void body_key(const struct fs_ctx *ctx, uint32_t i, uint8_t key[32], bool *ret_verified)

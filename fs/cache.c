@@ -16,15 +16,32 @@
  * - A published body may vanish at any time (that removal racing a new
  *   fill, another daemon, an rm of the cache): the filler returns an fd on
  *   the file it published, never reopens the path, and a waiter that finds
- *   nothing after a successful fill treats the key as never filled.
+ *   nothing after a successful fill treats the key as never filled (it is
+ *   called with -EAGAIN and begins again).
  * - A fill may also publish neighbours that rode the same request: the
- *   caller that becomes the filler claims them (an in-flight record each)
- *   under the same lock as its own key, so two first openers of sibling
- *   files cannot both start a fill of the same run: the second waits.  The
- *   fill publishes or abandons each (cache_publish); waiters of an
- *   abandoned neighbour fill it themselves.
+ *   caller that becomes the filler (cache_begin → CACHE_FILL) claims them
+ *   (an in-flight record each) under the same lock as its own key, so two
+ *   first openers of sibling files cannot both start a fill of the same
+ *   run: the second waits.  The fill publishes or abandons each
+ *   (cache_publish); cache_fill gives up any it left; waiters of an
+ *   abandoned neighbour begin again and fill it themselves.  The profile
+ *   replay claims bodies on its own (cache_claim).
+ * - cache_fill looks for the body again once it is registered as filler: a
+ *   fill that ended between the caller's miss and its registration
+ *   published first.
+ * - Waiting is by callback (struct cache_waiter, called once by the thread
+ *   that ends the fill, with its own fd on the body or the error), so a
+ *   FUSE reply can be sent from there: nobody needs a thread to wait.
+ *   cache_get (materialize) wraps it in a condvar.
+ * - Streams: a big body's fill may carry a struct cache_stream; openers
+ *   that arrive during the fill join the stream instead of waiting, and
+ *   read the temp file as the fill writes it (cache_stream_read: answered
+ *   at once when the bytes are there, else by callback as they arrive).
+ *   The last byte is readable only once the body is verified; after a
+ *   failed check every read fails (fs/async.c, docs/architecture.md).
  * - Locking: cache->lock protects the in-flight list only; it is never held
- *   across a fill (network I/O).
+ *   across a fill (network I/O) nor across a callback.  A stream's lock
+ *   protects its progress and readers; taken after cache->lock, if both.
  * Deliberately missing (for now): size limits and LRU eviction. */
 #include <dirent.h>
 #include <errno.h>
@@ -44,17 +61,31 @@
 struct inflight {
 	uint8_t key[32];
 	bool verified;
-	bool done;
-	int result;
-	int refs; /* protected by cache->lock */
+	struct cache_waiter *waiters; /* protected by cache->lock */
+	struct cache_stream *stream;  /* a streamed fill (a reference), or NULL */
 	struct inflight *next;
 };
 
 struct cache {
 	char *dir;
 	pthread_mutex_t lock;
-	pthread_cond_t cond; /* broadcast when any fill completes */
 	struct inflight *inflight; /* protected by lock */
+};
+
+/* A fill that readers follow as it goes (see fs_i.h). */
+struct cache_stream {
+	pthread_mutex_t lock;
+	int refs;          /* protected by lock, as is everything below */
+	int fd;            /* the fill's temp file (dup), -1 until it exists */
+	uint64_t size;     /* the body's size */
+	uint64_t progress; /* bytes written to fd */
+	bool done;
+	int result;        /* 0: verified and published; -errno: failed */
+	struct cache_stream_reader *readers;
+	uint64_t *tags;
+	size_t ntags;
+	cache_stream_fail_fn on_fail;
+	void *on_fail_ud;
 };
 
 /* Fills left behind by a killed process: a live fill writes all the time, so
@@ -97,7 +128,6 @@ int cache_open(const char *dir, struct cache **ret)
 	struct cache *c = xcalloc(1, sizeof(*c));
 	c->dir = xstrdup(dir);
 	pthread_mutex_init(&c->lock, NULL);
-	pthread_cond_init(&c->cond, NULL);
 	*ret = c;
 	return 0;
 }
@@ -107,7 +137,6 @@ struct cache *cache_close(struct cache *c)
 	if (!c)
 		return NULL;
 	pthread_mutex_destroy(&c->lock);
-	pthread_cond_destroy(&c->cond);
 	free(c->dir);
 	free(c);
 	return NULL;
@@ -168,15 +197,26 @@ static int open_checked(const char *path, uint64_t size)
 
 /* Fills a temp file and renames it to path.  Returns an O_RDONLY fd on the
  * file it published, not on whatever path names by then (another fill may
- * have replaced it, a torn copy's cleanup may have dropped it), or -errno. */
+ * have replaced it, a torn copy's cleanup may have dropped it), or -errno.
+ * With a stream, the stream gets a dup of the temp fd before the fill
+ * starts. */
 static int fill_and_publish(struct cache *c, const char *path, uint64_t size, cache_fill_fn fill,
-			    void *ud)
+			    void *ud, struct cache_stream *s)
 {
 	char *tmp;
 	int fd = cache_tmpfile(c, &tmp);
 	if (fd < 0)
 		return fd;
-	int r = fill(ud, fd);
+	int r = 0;
+	if (s) {
+		int sfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		r = sfd < 0 ? -errno : 0;
+		pthread_mutex_lock(&s->lock);
+		s->fd = sfd;
+		pthread_mutex_unlock(&s->lock);
+	}
+	if (r == 0)
+		r = fill(ud, fd);
 	struct stat st;
 	if (r == 0 && (fstat(fd, &st) < 0 || (uint64_t)st.st_size != size))
 		r = -EIO;
@@ -217,25 +257,39 @@ static struct inflight *add_inflight(struct cache *c, const uint8_t key[32], boo
 	struct inflight *f = xcalloc(1, sizeof(*f));
 	memcpy(f->key, key, 32);
 	f->verified = verified;
-	f->refs = 1;
 	f->next = c->inflight;
 	c->inflight = f;
 	return f;
 }
 
-/* Unlinks f, records the result and wakes its waiters.  Caller holds c->lock. */
-static void end_inflight(struct cache *c, struct inflight *f, int result)
+/* Ends the fill of key: unlinks its record, then (without the lock) hands
+ * every waiter its own fd on the published body, or result. */
+static void end_inflight(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
+			 int result)
 {
-	for (struct inflight **p = &c->inflight; *p; p = &(*p)->next)
-		if (*p == f) {
-			*p = f->next;
-			break;
-		}
-	f->done = true;
-	f->result = result;
-	if (--f->refs == 0)
-		free(f);
-	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_lock(&c->lock);
+	struct inflight *f = find_inflight(c, key, verified);
+	if (f)
+		for (struct inflight **p = &c->inflight; *p; p = &(*p)->next)
+			if (*p == f) {
+				*p = f->next;
+				break;
+			}
+	pthread_mutex_unlock(&c->lock);
+	if (!f)
+		return;
+	struct cache_waiter *w = f->waiters, *next;
+	char *path = result == 0 && w ? body_path(c, key, verified) : NULL;
+	for (; w; w = next) {
+		next = w->next; /* done() may free w */
+		int fd = path ? open_checked(path, size) : result;
+		if (path && fd == -ENOENT)
+			fd = -EAGAIN; /* published, then dropped: as if never published */
+		w->done(w, fd);
+	}
+	free(path);
+	cache_stream_unref(f->stream);
+	free(f);
 }
 
 static bool published(struct cache *c, const struct cache_claim *cl)
@@ -247,62 +301,155 @@ static bool published(struct cache *c, const struct cache_claim *cl)
 	return have;
 }
 
-int cache_get(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
-	      struct cache_claim *claims, size_t nclaims, cache_fill_fn fill, void *ud)
+enum cache_begin cache_begin(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
+			     struct cache_claim *claims, size_t nclaims, struct cache_waiter *w,
+			     int *ret_fd, struct cache_stream **ret_stream)
 {
 	char *path = body_path(c, key, verified);
-	int fd;
-again:
-	fd = open_checked(path, size);
-	if (fd >= 0 || fd != -ENOENT)
-		goto out;
+	int fd = open_checked(path, size);
+	free(path);
+	for (size_t k = 0; k < nclaims; k++)
+		claims[k].claimed = false;
+	if (fd != -ENOENT) {
+		*ret_fd = fd;
+		return CACHE_HIT;
+	}
 	for (size_t k = 0; k < nclaims; k++) /* candidates; stat outside the lock */
 		claims[k].claimed = !published(c, &claims[k]);
-
+	enum cache_begin r;
 	pthread_mutex_lock(&c->lock);
 	struct inflight *f = find_inflight(c, key, verified);
-	if (f) {
+	if (!f) {
+		add_inflight(c, key, verified);
+		for (size_t k = 0; k < nclaims; k++) {
+			struct cache_claim *cl = &claims[k];
+			if (cl->claimed && find_inflight(c, cl->key, cl->verified))
+				cl->claimed = false; /* another fill's (or key itself) */
+			else if (cl->claimed)
+				add_inflight(c, cl->key, cl->verified);
+		}
+		r = CACHE_FILL;
+	} else if (f->stream) {
+		*ret_stream = cache_stream_ref(f->stream);
+		r = CACHE_STREAM;
+	} else {
+		w->next = f->waiters;
+		f->waiters = w;
+		r = CACHE_WAIT;
+	}
+	if (r != CACHE_FILL)
 		for (size_t k = 0; k < nclaims; k++)
 			claims[k].claimed = false;
-		f->refs++;
-		while (!f->done)
-			pthread_cond_wait(&c->cond, &c->lock);
-		int r = f->result;
-		if (--f->refs == 0)
-			free(f);
-		pthread_mutex_unlock(&c->lock);
-		if (r == -EAGAIN)
-			goto again; /* a neighbour's fill gave it up: fill it ourselves */
-		fd = r < 0 ? r : open_checked(path, size);
-		if (r == 0 && fd == -ENOENT)
-			goto again; /* published, then dropped: as if never published */
-		goto out;
-	}
-	f = add_inflight(c, key, verified);
-	for (size_t k = 0; k < nclaims; k++) {
-		struct cache_claim *cl = &claims[k];
-		if (cl->claimed && find_inflight(c, cl->key, cl->verified))
-			cl->claimed = false; /* another fill's (or key itself) */
-		else if (cl->claimed)
-			add_inflight(c, cl->key, cl->verified);
-	}
 	pthread_mutex_unlock(&c->lock);
+	return r;
+}
 
+/* A stream whose fill found the body published already: its readers read
+ * that file.  Takes fd's dup. */
+static void stream_adopt(struct cache_stream *s, int fd)
+{
+	int sfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	pthread_mutex_lock(&s->lock);
+	if (s->fd < 0 && sfd >= 0) {
+		s->fd = sfd;
+		s->progress = s->size;
+		sfd = -1;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (sfd >= 0)
+		close(sfd);
+}
+
+int cache_fill(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
+	       struct cache_claim *claims, size_t nclaims, cache_fill_fn fill, void *ud,
+	       struct cache_stream *s)
+{
+	char *path = body_path(c, key, verified);
 	/* A fill that ended between our miss and the lock published first:
 	 * look again now that no new fill of key can start. */
-	fd = open_checked(path, size);
+	int fd = open_checked(path, size);
+	if (fd >= 0 && s)
+		stream_adopt(s, fd);
 	if (fd == -ENOENT)
-		fd = fill_and_publish(c, path, size, fill, ud);
+		fd = fill_and_publish(c, path, size, fill, ud, s);
+	free(path);
 	for (size_t k = 0; k < nclaims; k++)
 		if (claims[k].claimed)
 			cache_publish(c, &claims[k], NULL); /* the fill never got to it */
-
-	pthread_mutex_lock(&c->lock);
-	end_inflight(c, f, fd < 0 ? fd : 0);
-	pthread_mutex_unlock(&c->lock);
-out:
-	free(path);
+	if (s)
+		cache_stream_end(s, fd < 0 ? fd : 0);
+	end_inflight(c, key, verified, size, fd < 0 ? fd : 0);
 	return fd;
+}
+
+/* cache_get's waiter: a condvar. */
+struct sync_waiter {
+	struct cache_waiter w; /* first */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+	int fd;
+};
+
+static void sync_done(struct cache_waiter *w, int fd)
+{
+	struct sync_waiter *sw = (struct sync_waiter *)w;
+	pthread_mutex_lock(&sw->lock);
+	sw->fd = fd;
+	sw->done = true;
+	pthread_cond_signal(&sw->cond);
+	pthread_mutex_unlock(&sw->lock);
+}
+
+static void sync_done_reader(struct cache_stream_reader *rd, int fd)
+{
+	sync_done(rd->ud, fd);
+}
+
+int cache_get(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
+	      struct cache_claim *claims, size_t nclaims, cache_fill_fn fill, void *ud)
+{
+	for (;;) {
+		struct sync_waiter sw = {.w.done = sync_done};
+		struct cache_stream *s = NULL;
+		int fd = -EIO;
+		pthread_mutex_init(&sw.lock, NULL);
+		pthread_cond_init(&sw.cond, NULL);
+		switch (cache_begin(c, key, verified, size, claims, nclaims, &sw.w, &fd, &s)) {
+		case CACHE_HIT:
+			break;
+		case CACHE_FILL:
+			fd = cache_fill(c, key, verified, size, claims, nclaims, fill, ud, NULL);
+			break;
+		case CACHE_STREAM: {
+			/* someone streams it: wait for the verified end */
+			struct cache_stream_reader rd = {
+				.end = size, .done = sync_done_reader, .ud = &sw.w};
+			int q = cache_stream_read(s, &rd);
+			if (q == -EINPROGRESS) {
+				pthread_mutex_lock(&sw.lock);
+				while (!sw.done)
+					pthread_cond_wait(&sw.cond, &sw.lock);
+				pthread_mutex_unlock(&sw.lock);
+				q = sw.fd;
+			}
+			cache_stream_unref(s);
+			fd = q < 0 ? q : -EAGAIN; /* published: open it by path */
+			break;
+		}
+		case CACHE_WAIT:
+			pthread_mutex_lock(&sw.lock);
+			while (!sw.done)
+				pthread_cond_wait(&sw.cond, &sw.lock);
+			pthread_mutex_unlock(&sw.lock);
+			fd = sw.fd;
+			break;
+		}
+		pthread_cond_destroy(&sw.cond);
+		pthread_mutex_destroy(&sw.lock);
+		if (fd != -EAGAIN)
+			return fd; /* -EAGAIN: a neighbour's fill gave it up, or a stream ended */
+	}
 }
 
 int cache_peek(struct cache *c, const uint8_t key[32], bool verified, uint64_t size)
@@ -341,16 +488,188 @@ void cache_publish(struct cache *c, struct cache_claim *cl, const void *data)
 	if (data) {
 		char *path = body_path(c, cl->key, cl->verified);
 		struct buf b = {.data = (uint8_t *)data, .len = (size_t)cl->size};
-		int fd = fill_and_publish(c, path, cl->size, write_data, &b);
+		int fd = fill_and_publish(c, path, cl->size, write_data, &b, NULL);
 		if (fd >= 0)
 			close(fd);
 		r = fd < 0 ? -EAGAIN : 0;
 		free(path);
 	}
-	pthread_mutex_lock(&c->lock);
-	struct inflight *f = find_inflight(c, cl->key, cl->verified);
-	if (f)
-		end_inflight(c, f, r);
-	pthread_mutex_unlock(&c->lock);
+	end_inflight(c, cl->key, cl->verified, cl->size, r);
 	cl->claimed = false;
+}
+
+/* --- streams --------------------------------------------------------------- */
+
+struct cache_stream *cache_stream_new(struct cache *c, const uint8_t key[32], bool verified,
+				      uint64_t size)
+{
+	struct cache_stream *s = xcalloc(1, sizeof(*s));
+	pthread_mutex_init(&s->lock, NULL);
+	s->refs = 2; /* the caller's and the in-flight record's */
+	s->fd = -1;
+	s->size = size;
+	pthread_mutex_lock(&c->lock);
+	struct inflight *f = find_inflight(c, key, verified);
+	if (f && !f->stream)
+		f->stream = s;
+	else
+		s->refs = 1; /* not ours to stream: nobody can join */
+	pthread_mutex_unlock(&c->lock);
+	return s;
+}
+
+struct cache_stream *cache_stream_ref(struct cache_stream *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->refs++;
+	pthread_mutex_unlock(&s->lock);
+	return s;
+}
+
+struct cache_stream *cache_stream_unref(struct cache_stream *s)
+{
+	if (!s)
+		return NULL;
+	pthread_mutex_lock(&s->lock);
+	bool last = --s->refs == 0;
+	pthread_mutex_unlock(&s->lock);
+	if (last) {
+		if (s->fd >= 0)
+			close(s->fd);
+		free(s->tags);
+		pthread_mutex_destroy(&s->lock);
+		free(s);
+	}
+	return NULL;
+}
+
+/* What readers may have: everything once verified; before that what was
+ * written, less the last byte (a read that reaches the end of the body is
+ * answered only after the checks).  Caller holds s->lock. */
+static uint64_t readable(const struct cache_stream *s)
+{
+	if (s->done)
+		return s->result == 0 ? s->size : 0;
+	if (s->fd < 0)
+		return 0;
+	return s->progress < s->size ? s->progress : s->size - 1;
+}
+
+/* Takes the readers that can be answered now off the list (all of them once
+ * the stream is done).  Caller holds s->lock. */
+static struct cache_stream_reader *take_ready(struct cache_stream *s)
+{
+	struct cache_stream_reader *ready = NULL, **p = &s->readers;
+	uint64_t have = readable(s);
+	while (*p) {
+		struct cache_stream_reader *rd = *p;
+		if (s->done || rd->end <= have) {
+			*p = rd->next;
+			rd->next = ready;
+			ready = rd;
+		} else {
+			p = &rd->next;
+		}
+	}
+	return ready;
+}
+
+/* code: the stream's fd, or -EIO; the readers' references keep fd open. */
+static void answer(struct cache_stream *s, struct cache_stream_reader *ready, int code)
+{
+	for (struct cache_stream_reader *rd = ready, *next; rd; rd = next) {
+		next = rd->next; /* done() may free rd */
+		rd->done(rd, code);
+		cache_stream_unref(s); /* the reader's reference */
+	}
+}
+
+int cache_stream_read(struct cache_stream *s, struct cache_stream_reader *rd)
+{
+	pthread_mutex_lock(&s->lock);
+	int r;
+	if (s->done && s->result < 0)
+		r = -EIO;
+	else if (rd->end <= readable(s))
+		r = s->fd;
+	else {
+		rd->next = s->readers;
+		s->readers = rd;
+		s->refs++;
+		r = -EINPROGRESS;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+void cache_stream_advance(struct cache_stream *s, uint64_t n)
+{
+	pthread_mutex_lock(&s->lock);
+	s->progress += n;
+	struct cache_stream_reader *ready = s->readers ? take_ready(s) : NULL;
+	int code = s->fd;
+	pthread_mutex_unlock(&s->lock);
+	answer(s, ready, code);
+}
+
+void cache_stream_end(struct cache_stream *s, int result)
+{
+	pthread_mutex_lock(&s->lock);
+	s->done = true;
+	s->result = result;
+	struct cache_stream_reader *ready = take_ready(s);
+	int code = result == 0 && s->fd >= 0 ? s->fd : -EIO;
+	uint64_t below = UINT64_MAX;
+	for (struct cache_stream_reader *rd = ready; rd; rd = rd->next)
+		below = MIN(below, rd->start);
+	cache_stream_fail_fn on_fail = s->on_fail;
+	pthread_mutex_unlock(&s->lock);
+	/* Later reads fail already; what was read before must go before any
+	 * reader learns of the failure (pages of the pending reads are locked
+	 * until they are answered: only those below them). */
+	if (code < 0 && on_fail)
+		on_fail(s->on_fail_ud, s, below);
+	answer(s, ready, code);
+}
+
+void cache_stream_on_fail(struct cache_stream *s, cache_stream_fail_fn fn, void *ud)
+{
+	pthread_mutex_lock(&s->lock);
+	s->on_fail = fn;
+	s->on_fail_ud = ud;
+	pthread_mutex_unlock(&s->lock);
+}
+
+int cache_stream_result(struct cache_stream *s)
+{
+	pthread_mutex_lock(&s->lock);
+	int r = s->done ? s->result : -EINPROGRESS;
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+void cache_stream_tag(struct cache_stream *s, uint64_t tag)
+{
+	pthread_mutex_lock(&s->lock);
+	size_t i;
+	for (i = 0; i < s->ntags && s->tags[i] != tag; i++)
+		;
+	if (i == s->ntags) {
+		s->tags = xrealloc(s->tags, (s->ntags + 1) * sizeof(*s->tags));
+		s->tags[s->ntags++] = tag;
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+size_t cache_stream_tags(struct cache_stream *s, uint64_t **ret)
+{
+	pthread_mutex_lock(&s->lock);
+	size_t n = s->ntags;
+	*ret = NULL;
+	if (n) {
+		*ret = xmalloc(n * sizeof(*s->tags));
+		memcpy(*ret, s->tags, n * sizeof(*s->tags));
+	}
+	pthread_mutex_unlock(&s->lock);
+	return n;
 }

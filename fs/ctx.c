@@ -72,6 +72,17 @@ int fs_prepare(const struct fs_config *cfg, struct fs_ctx **ret, char *err, size
 		if (nd->kind == TREE_BODY)
 			ctx->wheels[nd->body.wheel].entry_node[nd->body.entry] = (uint32_t)i;
 	}
+	/* Fills: SITEFS_FILL_TIMEOUT seconds (+1 s per MiB compressed) before a
+	 * stalled fill is given up (0: never); SITEFS_STREAM_MIN bytes from
+	 * which bodies are served as they arrive (0: never). */
+	ctx->fill_timeout_s = 120;
+	ctx->stream_min = 16u << 20;
+	const char *ev = getenv("SITEFS_FILL_TIMEOUT");
+	if (ev && *ev)
+		ctx->fill_timeout_s = (unsigned)strtoul(ev, NULL, 10);
+	ev = getenv("SITEFS_STREAM_MIN");
+	if (ev && *ev)
+		ctx->stream_min = strtoull(ev, NULL, 10);
 	const char *np = getenv("SITEFS_PYC");
 	if (!np || strcmp(np, "0") != 0)
 		ctx->pyc = pyc_new(ctx);

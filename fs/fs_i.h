@@ -46,6 +46,9 @@ struct fs_ctx {
 	struct tree *tree;
 	struct cache *cache;
 	struct pyc *pyc; /* NULL: no bytecode store (read-only __pycache__-less tree) */
+	struct async *async; /* while serving: the fill pool (async.c) */
+	unsigned fill_timeout_s; /* SITEFS_FILL_TIMEOUT: a fill's deadline base (0: none) */
+	uint64_t stream_min;     /* SITEFS_STREAM_MIN: bodies this big are streamed (0: never) */
 	struct profile *profile; /* NULL: no --profile */
 	struct fs_prepare_stats stats;
 };
@@ -65,11 +68,27 @@ int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen);
  * it.  Returns 0 or -errno with a reason in err. */
 int wheel_read(struct fs_ctx *ctx, struct wheel_src *w, uint64_t off, uint64_t len,
 	       http_sink_fn sink, void *ud, char *err, size_t errlen);
+/* The same, given up at deadline_ns (now_ns() clock; 0: never) with
+ * -ETIMEDOUT: the request is cancelled in the engine. */
+int wheel_read_by(struct fs_ctx *ctx, struct wheel_src *w, uint64_t off, uint64_t len,
+		  http_sink_fn sink, void *ud, uint64_t deadline_ns, char *err, size_t errlen);
 
 /* --- body.c */
+struct cache_stream;
 /* The cache key of BODY node i: its RECORD sha256, or sha256(wheel sha256 ||
  * entry name) when RECORD has none (*ret_verified false). */
 void body_key(const struct fs_ctx *ctx, uint32_t i, uint8_t key[32], bool *ret_verified);
+struct cache_claim;
+/* The neighbours a fill of BODY node i would bring along (its run, the
+ * target's own slot included, never claimed), to pass to cache_begin:
+ * returns their number (0: none) and *ret (caller frees; NULL when 0). */
+size_t body_claims(struct fs_ctx *ctx, uint32_t i, struct cache_claim **ret);
+/* The fill of BODY node i after cache_begin said CACHE_FILL (with the
+ * claims body_claims gave and cache_begin took, and stream s, or NULL and
+ * no claims): cache_fill with the body's fetch, inflate and checks, bounded
+ * by the fill deadline.  Returns fd on the body or -errno. */
+int body_fill(struct fs_ctx *ctx, uint32_t i, struct cache_claim *claims, size_t nclaims,
+	      struct cache_stream *s);
 
 /* --- cache.c: content-addressed body store with single-flight fills. */
 struct cache;
@@ -94,6 +113,68 @@ struct cache_claim {
  * each claimed one; cache_get gives up any it left. */
 int cache_get(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
 	      struct cache_claim *claims, size_t nclaims, cache_fill_fn fill, void *ud);
+
+/* The asynchronous form.  A waiter is called exactly once, on the thread
+ * that ends the fill, without locks held, with an fd on the published body
+ * (the waiter's to close) or -errno; -EAGAIN: the fill was given up (a
+ * neighbour's), begin again. */
+struct cache_waiter {
+	void (*done)(struct cache_waiter *w, int fd);
+	struct cache_waiter *next;
+};
+struct cache_stream;
+enum cache_begin {
+	CACHE_HIT,    /* *ret_fd: fd on the published body, or -errno (not -ENOENT) */
+	CACHE_FILL,   /* the caller fills it now: cache_fill, exactly once */
+	CACHE_WAIT,   /* w is queued on the fill in flight */
+	CACHE_STREAM, /* a streamed fill is in flight: *ret_stream (caller unrefs) */
+};
+/* claims as for cache_get: taken (claimed = true) only on CACHE_FILL, in
+ * the same step as key; cleared otherwise.  A waiter is called with -EAGAIN
+ * too when the body was published but vanished before it could open it. */
+enum cache_begin cache_begin(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
+			     struct cache_claim *claims, size_t nclaims, struct cache_waiter *w,
+			     int *ret_fd, struct cache_stream **ret_stream);
+/* The fill of a CACHE_FILL: looks for the body again (a fill that ended
+ * since the miss), else fills, verifies and publishes; gives up the claims
+ * fill left, ends stream s (or NULL) and then calls every waiter.  Returns
+ * an fd on the file it published (or found) or -errno. */
+int cache_fill(struct cache *c, const uint8_t key[32], bool verified, uint64_t size,
+	       struct cache_claim *claims, size_t nclaims, cache_fill_fn fill, void *ud,
+	       struct cache_stream *s);
+
+/* Streams: made by the filler after CACHE_FILL, before cache_fill.  Returns
+ * the caller's reference; later cache_begin callers get their own. */
+struct cache_stream *cache_stream_new(struct cache *c, const uint8_t key[32], bool verified,
+				      uint64_t size);
+struct cache_stream *cache_stream_ref(struct cache_stream *s);
+struct cache_stream *cache_stream_unref(struct cache_stream *s);
+/* A reader of bytes [0, end): called once, without locks, with the stream's
+ * fd (valid during the call; read with pread/splice) or -EIO. */
+struct cache_stream_reader {
+	uint64_t start, end;
+	void (*done)(struct cache_stream_reader *rd, int fd);
+	void *ud;
+	struct cache_stream_reader *next;
+};
+/* Returns the fd when [0, rd->end) is readable now, -EIO when the fill
+ * failed, or -EINPROGRESS: rd is queued (it holds a reference until done). */
+int cache_stream_read(struct cache_stream *s, struct cache_stream_reader *rd);
+/* The fill wrote n more bytes (answers the readers they cover). */
+void cache_stream_advance(struct cache_stream *s, uint64_t n);
+/* The fill ended (0: verified and published): answers every reader. */
+void cache_stream_end(struct cache_stream *s, int result);
+/* Called by cache_stream_end of a failed fill, after later reads fail and
+ * before the pending readers are answered, with the lowest offset a pending
+ * reader wants (UINT64_MAX: none). */
+typedef void (*cache_stream_fail_fn)(void *ud, struct cache_stream *s, uint64_t below);
+void cache_stream_on_fail(struct cache_stream *s, cache_stream_fail_fn fn, void *ud);
+/* 0 or -errno once ended, -EINPROGRESS before. */
+int cache_stream_result(struct cache_stream *s);
+/* Opaque tags remembered for whoever ends the stream (inode numbers). */
+void cache_stream_tag(struct cache_stream *s, uint64_t tag);
+size_t cache_stream_tags(struct cache_stream *s, uint64_t **ret);
+
 /* Like cache_get without filling: fd on the published body, -ENOENT on a miss. */
 int cache_peek(struct cache *c, const uint8_t key[32], bool verified, uint64_t size);
 /* Claims a body for a fill that is not a cache_get (the profile replay):
@@ -135,6 +216,24 @@ void pyc_open(struct pyc *p, fuse_req_t req, fuse_ino_t ino, struct fuse_file_in
 void pyc_read(struct pyc *p, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	      struct fuse_file_info *fi);
 void pyc_release(struct pyc *p, fuse_ino_t ino, struct fuse_file_info *fi);
+
+/* --- async.c: the fill pool behind op_open, and reads of streamed bodies
+ * (see the DESIGN note there).  Every function replies exactly once. */
+struct async;
+/* fh of an open streamed body: this bit set, the rest async.c's handle. */
+#define FH_STREAM (1ull << 63)
+struct async *async_new(struct fs_ctx *ctx, struct fuse_session *se, unsigned max_threads);
+/* After the session loop: later opens get EIO and no kernel page is dropped. */
+void async_stop(struct async *a);
+/* Answers queued opens with EIO and joins the threads (cancel the fetch
+ * engine first, so that running fills end at once). */
+struct async *async_free(struct async *a);
+/* Open of BODY node `node` (inode ino) that is not in the cache. */
+void async_open(struct async *a, fuse_req_t req, fuse_ino_t ino, uint32_t node,
+		struct fuse_file_info *fi);
+/* Read / release of an FH_STREAM handle. */
+void async_read(fuse_req_t req, uint64_t fh, size_t size, off_t off);
+void async_release(struct async *a, uint64_t fh);
 
 /* --- profile.c: --profile FILE (see the DESIGN note there). */
 struct profile;

@@ -283,7 +283,19 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fi->noflush = 1; /* nothing to flush: no FLUSH request at close */
 	fi->fh = NO_FH;
 	if (nd->kind == TREE_BODY && nd->size > 0) {
-		int fd = fs_body_open(ctx, (uint32_t)i);
+		/* A cached body is answered here; a miss goes to the fill pool,
+		 * which answers it (async.c): no worker waits for the network. */
+		profile_note(ctx->profile, (uint32_t)i); /* fs_body_open notes the rest */
+		uint8_t key[32];
+		bool verified;
+		body_key(ctx, (uint32_t)i, key, &verified);
+		int fd = cache_peek(ctx->cache, key, verified, nd->size);
+		if (fd == -ENOENT && ctx->async) {
+			async_open(ctx->async, req, ino, (uint32_t)i, fi);
+			return;
+		}
+		if (fd == -ENOENT)
+			fd = fs_body_open(ctx, (uint32_t)i);
 		if (fd < 0) {
 			fuse_reply_err(req, fd == -ENOMEM || fd == -ENOSPC ? -fd : EIO);
 			return;
@@ -323,6 +335,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, EIO);
 		return;
 	}
+	if (fi->fh & FH_STREAM) {
+		async_read(req, fi->fh, size, off);
+		return;
+	}
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
 	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	bv.buf[0].fd = (int)fi->fh;
@@ -340,7 +356,9 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, 0);
 		return;
 	}
-	if (fi->fh != NO_FH)
+	if (fi->fh != NO_FH && (fi->fh & FH_STREAM))
+		async_release(ctx->async, fi->fh);
+	else if (fi->fh != NO_FH)
 		close((int)fi->fh);
 	fuse_reply_err(req, 0);
 }
@@ -584,9 +602,17 @@ int fs_serve(struct fs_ctx *ctx, const char *mountpoint, const char *fuse_opts, 
 	struct fuse_loop_config *lc = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_max_threads(lc, 64);
 	fuse_loop_cfg_set_idle_threads(lc, 16);
+	/* Opens that need a fill are answered by this pool (async.c): 32
+	 * fills at once at most, however many opens wait. */
+	ctx->async = async_new(ctx, se, 32);
 	/* > 0: the signal that ended the loop, a clean exit */
 	r = fuse_session_loop_mt(se, lc) < 0 ? -EIO : 0;
 	fuse_loop_cfg_destroy(lc);
+	/* Fills in flight end now (their requests fail with -ECANCELED), their
+	 * openers and readers get EIO: all answered before the unmount. */
+	async_stop(ctx->async);
+	http_cancel(ctx->http, NULL);
+	ctx->async = async_free(ctx->async);
 	fuse_session_unmount(se);
 	write_stats(ctx);
 out_signals:

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fetch/inflate.h"
@@ -116,8 +117,68 @@ static int fetch_whole_wheel(struct fs_ctx *ctx, struct wheel_src *w, char *err,
 	return 0;
 }
 
+/* A request whose completion is signalled, so the caller can stop waiting
+ * at a deadline (http_wait has no timeout). */
+struct timed_req {
+	struct http_req req; /* first: on_done gets &req */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+};
+
+static void timed_done(struct http_req *req, int result)
+{
+	struct timed_req *t = (struct timed_req *)req;
+	pthread_mutex_lock(&t->lock);
+	t->done = true;
+	pthread_cond_signal(&t->cond);
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* http_fetch, cancelled at deadline_ns (CLOCK_MONOTONIC; 0: none). */
+static int fetch_until(struct http_engine *e, struct timed_req *t, uint64_t deadline_ns)
+{
+	if (!deadline_ns)
+		return http_fetch(e, &t->req);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&t->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_mutex_init(&t->lock, NULL);
+	t->done = false;
+	t->req.on_done = timed_done;
+	int r = http_submit(e, &t->req);
+	bool late = false;
+	if (r == 0) {
+		struct timespec ts = {.tv_sec = (time_t)(deadline_ns / 1000000000),
+				      .tv_nsec = (long)(deadline_ns % 1000000000)};
+		pthread_mutex_lock(&t->lock);
+		while (!t->done && !late)
+			late = pthread_cond_timedwait(&t->cond, &t->lock, &ts) == ETIMEDOUT;
+		late = late && !t->done;
+		pthread_mutex_unlock(&t->lock);
+		if (late)
+			http_cancel(e, &t->req);
+		r = http_wait(&t->req);
+		if (late && r == -ECANCELED) {
+			snprintf(t->req.err, sizeof(t->req.err), "no complete answer before the deadline");
+			r = -ETIMEDOUT;
+		}
+	}
+	pthread_cond_destroy(&t->cond);
+	pthread_mutex_destroy(&t->lock);
+	return r;
+}
+
 int wheel_read(struct fs_ctx *ctx, struct wheel_src *w, uint64_t off, uint64_t len,
 	       http_sink_fn sink, void *ud, char *err, size_t errlen)
+{
+	return wheel_read_by(ctx, w, off, len, sink, ud, 0, err, errlen);
+}
+
+int wheel_read_by(struct fs_ctx *ctx, struct wheel_src *w, uint64_t off, uint64_t len,
+		  http_sink_fn sink, void *ud, uint64_t deadline_ns, char *err, size_t errlen)
 {
 	pthread_mutex_lock(&w->lock);
 	char *local = w->local_path ? xstrdup(w->local_path) : NULL;
@@ -137,19 +198,19 @@ int wheel_read(struct fs_ctx *ctx, struct wheel_src *w, uint64_t off, uint64_t l
 		local = xstrdup(w->local_path);
 		pthread_mutex_unlock(&w->lock);
 	}
-	struct http_req req = {
+	struct timed_req t = {.req = {
 		.url = local ? local : w->spec->url,
 		.off = off,
 		.len = len,
 		.sink = sink,
 		.ud = ud,
 		.full_fd = -1,
-	};
-	int r = http_fetch(ctx->http, &req);
+	}};
+	int r = fetch_until(ctx->http, &t, deadline_ns);
 	free(local);
 	if (r < 0)
-		snprintf(err, errlen, "%s", req.err);
-	if (req.range_ignored) {
+		snprintf(err, errlen, "%s", t.req.err);
+	if (t.req.range_ignored) {
 		pthread_mutex_lock(&w->lock);
 		w->full_fetch = true;
 		pthread_mutex_unlock(&w->lock);

@@ -13,6 +13,9 @@ GET /__fault?mode=SPEC:
   status:CODE:N            the first N file requests get CODE (429 adds Retry-After: 1)
   drop_after:BYTES:N       close the connection after BYTES of body, first N requests
   delay:MS                 sleep before answering each file request
+  hang[:SUBSTR]            hold requests for paths containing SUBSTR (all files without
+                           it) until the mode changes, then answer normally
+  slow:SUBSTR:BPS          send bodies of paths containing SUBSTR at BPS bytes/s
   wrong_content_range      206 with a Content-Range shifted by one byte
   corrupt:SUBSTR[:OFF[:LEN]]  flip the bytes at file offsets [OFF, OFF+LEN) (default: all)
                            of paths containing SUBSTR
@@ -64,7 +67,9 @@ class FaultServer:
                 f[1] = int(f[1])
             elif f[0] == "corrupt":
                 f[2:] = [int(x) for x in f[2:]]
-            elif f[0] not in ("none", "ignore_range", "wrong_content_range", "gzip"):
+            elif f[0] == "slow":
+                f[2] = int(f[2])
+            elif f[0] not in ("none", "ignore_range", "wrong_content_range", "gzip", "hang"):
                 raise ValueError("unknown fault %r" % part)
             if f[0] != "none":
                 faults.append(f)
@@ -191,6 +196,11 @@ def _make_handler(srv):
             delay = srv._fault("delay")
             if delay:
                 time.sleep(delay[1] / 1000)
+            while True:
+                hang = srv._fault("hang")
+                if not hang or (len(hang) > 1 and hang[1] not in url.path):
+                    break
+                time.sleep(0.02)
             if not found:
                 return self._reply(404, b"not found\n")
             if code is not None:
@@ -229,13 +239,18 @@ def _make_handler(srv):
                 return
             drop = srv._take("drop_after")
             limit = len(body) if drop is None else min(drop, len(body))
+            slow = srv._fault("slow")
+            bps = slow[2] if slow and slow[1] in upath else 0
             sent = 0
             try:
                 view = memoryview(body)
                 while sent < limit:
-                    n = min(CHUNK, limit - sent)
+                    n = min(CHUNK if not bps else max(1, min(CHUNK, bps // 20)), limit - sent)
                     self.wfile.write(view[sent:sent + n])
                     sent += n
+                    if bps:
+                        self.wfile.flush()
+                        time.sleep(n / bps)
                 if drop is not None:
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)

@@ -630,6 +630,50 @@ static void test_cancel(void)
 	http_engine_free(e2);
 	CHECK(elapsed_ms(t0) < 1000);
 	CHECK_INT(http_wait(&r), -ECANCELED);
+
+	/* One request of several: only that one ends, at once. */
+	struct http_req r2;
+	struct verify v2;
+	e2 = http_engine_new(NULL);
+	req_init(&r, u, 0, 10, &v);
+	req_init(&r2, u, 10, 10, &v2);
+	CHECK_INT(http_submit(e2, &r), 0);
+	CHECK_INT(http_submit(e2, &r2), 0);
+	usleep(100000);
+	t0 = now_ns();
+	http_cancel(e2, &r);
+	CHECK_INT(http_wait(&r), -ECANCELED);
+	CHECK(elapsed_ms(t0) < 1000);
+	CHECK(strstr(r.err, "cancelled") != NULL);
+	set_fault("none");
+	CHECK_INT(http_wait(&r2), 0);
+	CHECK_INT(v2.got, 10);
+	CHECK(!v2.bad);
+	/* Cancelling a completed request changes nothing; the engine goes on. */
+	req_init(&r, u, 0, 10, &v);
+	CHECK_INT(http_submit(e2, &r), 0);
+	usleep(300000);
+	http_cancel(e2, &r);
+	CHECK_INT(http_wait(&r), 0);
+
+	/* All: in-flight requests end, later submits are refused; local reads work. */
+	set_fault("delay:3000");
+	req_init(&r, u, 0, 10, &v);
+	req_init(&r2, u, 10, 10, &v2);
+	CHECK_INT(http_submit(e2, &r), 0);
+	CHECK_INT(http_submit(e2, &r2), 0);
+	usleep(100000);
+	t0 = now_ns();
+	http_cancel(e2, NULL);
+	CHECK_INT(http_wait(&r), -ECANCELED);
+	CHECK_INT(http_wait(&r2), -ECANCELED);
+	CHECK(elapsed_ms(t0) < 1000);
+	req_init(&r, u, 0, 10, &v);
+	CHECK_INT(http_submit(e2, &r), -ECANCELED);
+	_cleanup_free_ char *path = xasprintf("%s/data.bin", tmpdir);
+	req_init(&r, path, 0, 10, &v);
+	CHECK_INT(http_fetch(e2, &r), 0);
+	http_engine_free(e2);
 	set_fault("none");
 }
 
