@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Benchmark (not a test): sitefs materialize vs pip install of the same ~60 wheels.
 
-    tests/bench/materialize.py [--runs N] [--work DIR]
+    tests/bench/materialize.py [--runs N] [--work DIR] [--cold-only]
 
 Wheels: Debian's python3-* packages repacked (tools/repack.py; tools/install-deps.sh
 --bench installs them), served by a local nginx.  Prints, side by side:
@@ -9,8 +9,11 @@ Wheels: Debian's python3-* packages repacked (tools/repack.py; tools/install-dep
     --no-index --find-links` into a fresh `python -m venv --without-pip`, with and
     without bytecode (pip compiles by default; materialize --compile);
   - cold cache: materialize's bulk throughput (wheel bytes / wall time) vs the two
-    limits: the index's bandwidth (curl, 8 parallel transfers, to /dev/null) and the
-    inflate library (zlib, every entry, all cores).
+    limits, measured in the same run: the index's bandwidth (curl, 8 parallel transfers,
+    to /dev/null) and the inflate library (build/tests/matlimits: fetch/inflate.c on every
+    entry with CRC-32 and SHA-256, one thread per CPU, nothing written); and, to say which
+    limit binds, the filesystem's (matlimits write: the same files created from memory,
+    one inode each plus a link into a store, as a cold hardlink materialize does).
 """
 import argparse
 import os
@@ -20,9 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
-import zlib
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[2]
@@ -32,6 +32,7 @@ from conftest import Nginx  # noqa: E402
 
 PY = "/usr/bin/python3"
 SITEFS = Path(os.environ.get("SITEFS_BIN") or TOP / "build/tools/sitefs")
+MATLIMITS = Path(os.environ.get("SITEFS_MATLIMITS") or TOP / "build/tests/matlimits")
 PKGS = ("appdirs argcomplete asttokens attr backcall beniget blinker bytecode contourpy "
         "coverage cycler dateutil decorator distro entrypoints executing fonttools gast "
         "httplib2 iniconfig ipython jedi joblib jwt kiwisolver lz4 matplotlib "
@@ -80,7 +81,7 @@ def pip_install(work, names, wheels_dir, compile_):
 def materialize(work, lock, cache, mode, compile_=False):
     def run():
         v = fresh(work)
-        args = [str(SITEFS), "materialize", "--python", PY, "--cache-dir", str(cache),
+        args = [str(SITEFS), "materialize", "-v", "--python", PY, "--cache-dir", str(cache),
                 "--link-mode", mode] + (["--compile"] if compile_ else []) + [str(lock), str(v)]
         dt, r = timed(args)
         shutil.rmtree(v.parent)
@@ -88,18 +89,19 @@ def materialize(work, lock, cache, mode, compile_=False):
     return run
 
 
-def inflate_one(path):
-    n = 0
-    with zipfile.ZipFile(path) as zf:
-        for i in zf.infolist():
-            n += len(zf.read(i))  # zlib inflate + CRC-32, like fetch/inflate.c
-    return n
+def matlimits(*args):
+    """One matlimits line as {key: value}."""
+    r = subprocess.run([str(MATLIMITS), *map(str, args)], capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"matlimits {args[:2]} failed:\n{r.stderr}")
+    return dict(kv.split("=", 1) for kv in r.stdout.split() if "=" in kv)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--work", default="/tmp/sitefs-bench")
+    ap.add_argument("--cold-only", action="store_true", help="skip the warm and pip runs")
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -120,23 +122,44 @@ def main():
               f"filesystem {subprocess.run(['stat', '-f', '-c', '%T', str(work)], text=True, capture_output=True).stdout.strip()}")
 
         # cold: a new cache each run
-        colds = []
+        colds, lines = [], []
         for i in range(a.runs):
             cache = work / f"cold{i}"
             shutil.rmtree(cache, ignore_errors=True)
-            colds.append(materialize(work, lock, cache, "auto")()[0])
+            dt, out = materialize(work, lock, cache, "auto")()
+            colds.append(dt)
+            lines.append(out.splitlines()[-2:])
+            shutil.rmtree(cache, ignore_errors=True)
         cold = statistics.median(colds)
 
-        # the limits: index bandwidth and inflate
+        # the limits: index bandwidth, inflate, filesystem
         t = time.monotonic()
         urls = [f"{nginx.url}/{w.name}" for w in wheels]
         subprocess.run(["curl", "-sf", "--parallel", "--parallel-max", "8"] +
                        sum((["-o", "/dev/null", u] for u in urls), []), check=True)
         net = total / (time.monotonic() - t)
-        t = time.monotonic()
-        with ProcessPoolExecutor(ncpu) as ex:
-            usize = sum(ex.map(inflate_one, wheels))
-        infl = total / (time.monotonic() - t)
+        inf = matlimits("inflate", *wheels)
+        infl, usize = float(inf["mbps"]) * 1e6, int(inf["out_bytes"])
+        lim_dir = Path(tempfile.mkdtemp(prefix="lim", dir=work))
+        fs = matlimits("write", lim_dir, *wheels)
+        shutil.rmtree(lim_dir)
+        fsl = float(fs["mbps"]) * 1e6
+
+        lim = min(net, infl)
+        print(f"\ncold cache (median of {a.runs}), link mode auto: {cold:.2f} s for "
+              f"{total / 1e6:.1f} MB of wheels ({usize / 1e6:.0f} MB inflated, "
+              f"{inf['files']} files) = {total / cold / 1e6:.0f} MB/s  "
+              f"(runs: {', '.join(f'{t:.2f}' for t in colds)})")
+        for ln in lines[colds.index(cold)]:
+            print(f"  {ln}")
+        print(f"  index (curl, 8 parallel):        {net / 1e6:7.0f} MB/s")
+        print(f"  inflate (matlimits, {inf['threads']} threads):  {infl / 1e6:7.0f} MB/s of wheel bytes")
+        print(f"  filesystem (matlimits write):    {fsl / 1e6:7.0f} MB/s of wheel bytes "
+              f"({fs['seconds']} s for {fs['files']} files)")
+        print(f"  bulk throughput / min(index, inflate) = {total / cold / lim:.2f}"
+              f"   (/ min(all three) = {total / cold / min(lim, fsl):.2f})")
+        if a.cold_only:
+            return
 
         # warm
         cache = work / "warm"
@@ -161,13 +184,6 @@ def main():
         print(f"  {'pip install --no-compile':38s} {pip_nc:6.2f} s   1.000x")
         print(f"  {'materialize --compile (hardlink)':38s} {mat_c:6.2f} s   {mat_c / pip_c:5.3f}x "
               f"pip install (compiles) = {pip_c:.2f} s")
-        lim = min(net, infl)
-        print(f"\ncold cache (median of {a.runs}), link mode auto: {cold:.2f} s for "
-              f"{total / 1e6:.1f} MB of wheels ({usize / 1e6:.0f} MB inflated) = "
-              f"{total / cold / 1e6:.0f} MB/s")
-        print(f"  index (curl, 8 parallel):  {net / 1e6:7.0f} MB/s")
-        print(f"  inflate (zlib, {ncpu} procs):   {infl / 1e6:7.0f} MB/s of wheel bytes")
-        print(f"  bulk throughput / min(limits) = {total / cold / lim:.2f}")
     finally:
         nginx.stop()
 
