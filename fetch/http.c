@@ -197,6 +197,11 @@ static int local_path(const char *url, char **ret)
 	return 0;
 }
 
+int http_local_path(const char *url, char **ret)
+{
+	return local_path(url, ret);
+}
+
 /* Runs in the caller's thread: local files never need the engine. */
 static int local_read(struct http_req *r)
 {

@@ -112,5 +112,9 @@ void http_get_stats(struct http_engine *e, struct http_stats *ret);
 void http_redact_url(const char *url, char *out, size_t outlen);
 /* true for http:// and https:// URLs; false for file:// and paths. */
 bool http_is_remote(const char *url);
+/* The path a non-remote url names (file:///p, file://localhost/p, file:/p,
+ * percent-decoded; anything else as it is).  Returns 0 and *ret (caller
+ * frees), or -EINVAL for a file URL naming another host or malformed. */
+int http_local_path(const char *url, char **ret);
 
 #endif

@@ -44,6 +44,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fetch/inflate.h"
 #include "fetch/util/hash.h"
 #include "fetch/util/log.h"
 #include "fetch/util/util.h"
@@ -57,9 +58,10 @@ struct mat {
 	const struct fs_materialize_opts *o;
 	int destfd; /* -1 when only filling the cache */
 	mode_t umask;
-	uint32_t *nodes; /* BODY node indices grouped by wheel */
+	uint32_t *nodes; /* BODY node indices grouped by wheel, in zip order */
+	uint8_t *src;	 /* per nodes[] slot: SRC_* found in phase 1 */
 	size_t *first;	 /* wheel w's nodes: nodes[first[w] .. first[w+1]) */
-	size_t *missing; /* per wheel: bodies not in the cache */
+	size_t *missing; /* per wheel: bodies neither in the cache nor in links/ */
 	uint32_t *order; /* wheels in work order */
 	size_t norder;
 	size_t next; /* next index in order (atomic) */
@@ -72,6 +74,14 @@ struct mat {
 	uint64_t done;			/* body bytes done (atomic) */
 	uint64_t last_report;		/* protected by lock */
 	struct fs_materialize_stats st; /* counters updated atomically */
+};
+
+/* Where phase 1 found a body (src[]). */
+enum {
+	SRC_MISSING = 0, /* nowhere: inflate it from the wheel */
+	SRC_BODY = 1,	 /* in the body store */
+	SRC_LINK = 2,	 /* hardlink mode: a good links/ copy */
+	SRC_DUP = 4,	 /* flag: an earlier node has the same key */
 };
 
 const char *fs_link_mode_name(enum fs_link_mode m)
@@ -186,87 +196,199 @@ static bool link_source_ok(const char *path, uint64_t size, mode_t mode)
 	       (st.st_mode & 07777) == mode;
 }
 
-/* <cache>/links/<mode>/<ab>/<rest>: a copy of the body with this mode, for
- * hardlinking (see DESIGN).  Returns the path (caller frees) or NULL.
- *
- * The copy is published with link(), first writer wins, never renamed over
- * a good one: other workers (and other processes) hardlink to this path as
- * soon as it exists, and linkat() on a name whose inode loses its last link
- * between the lookup and the link fails with ENOENT (vfs_link refuses an
- * inode with i_nlink 0).  Only a damaged copy (wrong size or mode, e.g.
- * chmod in a venv) is replaced with rename(), once per process; another
- * process may still replace one under us: hardlink_at() retries on ENOENT. */
-static char *link_source(struct mat *m, uint32_t i, int src, mode_t mode, int *ret_err)
+/* <cache>/links/<mode>/<ab>/<rest> of BODY node i (caller frees). */
+static char *links_path(struct mat *m, uint32_t i, mode_t mode)
 {
-	struct fs_ctx *ctx = m->ctx;
-	const struct tree_node *nd = &ctx->tree->nodes[i];
 	uint8_t key[32];
 	bool verified;
 	char hex[65];
-	body_key(ctx, i, key, &verified);
+	body_key(m->ctx, i, key, &verified);
 	hex_encode(key, 32, hex);
-	char *path = xasprintf("%s/links/%04o/%s%.2s/%s", ctx->cache_dir, (unsigned)mode,
-			       verified ? "" : "x", hex, hex + 2);
-	if (link_source_ok(path, nd->size, mode))
-		return path;
-	char *tmp;
-	int fd = cache_tmpfile(ctx->cache, &tmp);
-	if (fd < 0) {
-		*ret_err = fd;
-		free(path);
-		return NULL;
-	}
-	int r = copy_fd(src, fd, nd->size);
-	if (r == 0 && fchmod(fd, mode) < 0)
-		r = -errno;
-	close(fd);
-	bool renamed = false;
-	if (r == 0) {
-		char *dir = xstrndup(path, (size_t)(strrchr(path, '/') - path));
-		r = mkdir_p(dir, 0755);
-		free(dir);
-		if (r == 0 && link(tmp, path) < 0)
-			r = -errno;
-		if (r == -EEXIST && link_source_ok(path, nd->size, mode)) {
-			r = 0; /* another worker's copy */
-		} else if (r == -EEXIST) {
-			/* a damaged copy: replace it, once (checked again under the
-			 * lock: another worker may have replaced it and be linking) */
-			pthread_mutex_lock(&m->relink);
-			r = 0;
-			if (!link_source_ok(path, nd->size, mode)) {
-				renamed = rename(tmp, path) == 0;
-				r = renamed ? 0 : -errno;
-			}
-			pthread_mutex_unlock(&m->relink);
-		}
-	}
-	if (!renamed)
-		unlink(tmp);
-	free(tmp);
-	if (r < 0) {
-		*ret_err = r;
-		free(path);
-		return NULL;
-	}
-	return path;
+	return xasprintf("%s/links/%04o/%s%.2s/%s", m->ctx->cache_dir, (unsigned)mode,
+			 verified ? "" : "x", hex, hex + 2);
 }
 
-/* Hardlinks path to the links/ copy of BODY node i.  ENOENT is retried: a
- * damaged copy replaced by another process between linkat's lookup and its
- * link (see link_source); the replacement is good. */
-static int hardlink_at(struct mat *m, uint32_t i, int src, mode_t mode, const char *path)
+/* Hardlinks path (below dest) to node i's links/ copy, if there is a good
+ * one (checked: already looked at by phase 1).  0, -ENOENT when there is
+ * none (or it went away), or -errno of linkat. */
+static int link_existing(struct mat *m, uint32_t i, const char *path, bool checked)
 {
-	int r = -ENOENT;
-	for (int tries = 0; tries < 4 && r == -ENOENT; tries++) {
-		r = 0;
-		char *ls = link_source(m, i, src, mode, &r);
-		if (ls) {
-			r = linkat(AT_FDCWD, ls, m->destfd, path, 0) < 0 ? -errno : 0;
-			free(ls);
-		}
-	}
+	const struct tree_node *nd = &m->ctx->tree->nodes[i];
+	mode_t mode = nd->mode & 07777;
+	char *lp = links_path(m, i, mode);
+	int r = checked || link_source_ok(lp, nd->size, mode) ? 0 : -ENOENT;
+	if (r == 0 && linkat(AT_FDCWD, lp, m->destfd, path, 0) < 0)
+		r = -errno;
+	free(lp);
 	return r;
+}
+
+/* Node i's file at path (below dest, complete and good) becomes its
+ * links/ copy: link() into the cache, first writer wins.  A good copy
+ * there already (another worker, another process, a duplicate body) takes
+ * the place of ours, so a venv's identical files share one inode as they
+ * always did; a damaged one (wrong size or mode, e.g. a chmod in a venv)
+ * is replaced, once per process (m->relink), by rename(): other workers
+ * and processes may be linking to that name, and linkat() on a name whose
+ * inode loses its last link between lookup and link fails with ENOENT.
+ * Returns 0 (*ret_shared: path is a hardlink now) or -errno of link(). */
+static int publish_link(struct mat *m, uint32_t i, const char *path, bool *ret_shared)
+{
+	const struct tree_node *nd = &m->ctx->tree->nodes[i];
+	mode_t mode = nd->mode & 07777;
+	char *lp = links_path(m, i, mode);
+	int r = linkat(m->destfd, path, AT_FDCWD, lp, 0) < 0 ? -errno : 0;
+	if (r == -ENOENT) {
+		char *dir = xstrndup(lp, (size_t)(strrchr(lp, '/') - lp));
+		r = mkdir_p(dir, 0755);
+		free(dir);
+		if (r == 0 && linkat(m->destfd, path, AT_FDCWD, lp, 0) < 0)
+			r = -errno;
+	}
+	*ret_shared = r == 0;
+	if (r != -EEXIST) {
+		free(lp);
+		return r;
+	}
+	char *tmp = xasprintf("%s.sitefs-%d-%lx", lp, (int)getpid(), (unsigned long)pthread_self());
+	if (link_source_ok(lp, nd->size, mode)) {
+		/* share the published copy: link it next to ours, rename over ours */
+		char *dtmp = xasprintf("%s.sitefs-ln", path);
+		if (linkat(AT_FDCWD, lp, m->destfd, dtmp, 0) == 0) {
+			if (renameat(m->destfd, dtmp, m->destfd, path) == 0)
+				*ret_shared = true;
+			else
+				unlinkat(m->destfd, dtmp, 0);
+		}
+		free(dtmp);
+		r = 0; /* else ours stays: a copy, as good */
+	} else {
+		pthread_mutex_lock(&m->relink);
+		r = 0;
+		if (!link_source_ok(lp, nd->size, mode)) {
+			r = linkat(m->destfd, path, AT_FDCWD, tmp, 0) < 0 ? -errno : 0;
+			if (r == 0 && rename(tmp, lp) < 0) {
+				r = -errno;
+				unlink(tmp);
+			}
+			*ret_shared = r == 0;
+		}
+		pthread_mutex_unlock(&m->relink);
+		if (r < 0) /* ours stays a copy; the next run repairs the cache */
+			log_debug(LOG_CAT_CACHE, "\"%s\": cannot replace a damaged copy: %s", lp,
+				  strerror(-r));
+		r = 0;
+	}
+	free(tmp);
+	free(lp);
+	return r;
+}
+
+/* ---- inflating straight from the wheel ---- */
+
+#define WINDOW (1u << 20)
+
+/* A read window over a local whole wheel: entries are taken in zip order,
+ * so one pread serves the many small files of a directory. */
+struct wsrc {
+	int fd;
+	uint64_t size;	/* the lock's size (checked when downloaded) */
+	uint8_t *buf;	/* WINDOW bytes */
+	uint64_t off;	/* file offset of buf[0] */
+	size_t len;	/* valid bytes in buf */
+};
+
+/* Bytes [off, off+want) of the wheel (want <= WINDOW); *ret_avail: how many
+ * the window holds from off on.  NULL with *ret_err when the file ends. */
+static const uint8_t *win_at(struct wsrc *ws, uint64_t off, size_t want, size_t *ret_avail,
+			     int *ret_err)
+{
+	if (!(off >= ws->off && off + want <= ws->off + ws->len)) {
+		size_t n = off < ws->size ? (size_t)MIN((uint64_t)WINDOW, ws->size - off) : 0;
+		if (n < want) {
+			*ret_err = -EBADMSG;
+			return NULL;
+		}
+		int r = pread_full(ws->fd, ws->buf, n, (off_t)off);
+		if (r < 0) {
+			ws->len = 0;
+			*ret_err = r;
+			return NULL;
+		}
+		ws->off = off;
+		ws->len = n;
+	}
+	*ret_avail = (size_t)(ws->off + ws->len - off);
+	return ws->buf + (off - ws->off);
+}
+
+static int out_fd(void *ud, const uint8_t *data, size_t len)
+{
+	return write_full(*(int *)ud, data, len);
+}
+
+/* Inflates node i's entry from the local wheel into fd, checking size,
+ * CRC-32 and RECORD's sha256 as a fill does.  Returns 0 or fails the run
+ * (the message names the wheel and the entry). */
+static int inflate_into(struct mat *m, struct wsrc *ws, uint32_t i, int fd)
+{
+	struct fs_ctx *ctx = m->ctx;
+	const struct tree_node *nd = &ctx->tree->nodes[i];
+	const struct wheel_src *w = &ctx->wheels[nd->body.wheel];
+	const struct zip_entry *e = &w->meta.cd->entries[nd->body.entry];
+	char err[300] = "";
+	size_t avail = 0;
+	uint64_t doff = 0;
+	int r = 0;
+	size_t hdr = ZIPCD_LOCAL_HEADER_MIN + strlen(e->name) + ZIPCD_LOCAL_SLACK;
+	const uint8_t *p = NULL;
+	if (e->lho >= ws->size)
+		r = -EBADMSG;
+	else
+		p = win_at(ws, e->lho, (size_t)MIN((uint64_t)hdr, ws->size - e->lho), &avail, &r);
+	if (p)
+		r = zipcd_local_header(p, avail, e, &doff);
+	if (r == -EAGAIN && doff > e->lho && doff - e->lho <= WINDOW) {
+		p = win_at(ws, e->lho, (size_t)(doff - e->lho), &avail, &r);
+		if (p)
+			r = zipcd_local_header(p, avail, e, &doff);
+	}
+	if (r == 0 && (doff > ws->size || e->csize > ws->size - doff))
+		r = -EBADMSG;
+	if (r < 0)
+		snprintf(err, sizeof(err), "bad local header: %s", strerror(-r));
+	struct inflater *inf = r == 0 ? inflater_new(e->method, e->usize, e->crc32, out_fd, &fd)
+				      : NULL;
+	if (r == 0 && !inf) {
+		snprintf(err, sizeof(err), "compression method %u is not supported", e->method);
+		r = -EBADMSG;
+	}
+	for (uint64_t pos = doff, left = e->csize; r == 0 && left;) {
+		size_t n = (size_t)MIN(left, (uint64_t)WINDOW);
+		p = win_at(ws, pos, n, &avail, &r);
+		if (p)
+			r = inflater_feed(inf, p, n);
+		pos += n;
+		left -= n;
+	}
+	uint8_t got[32];
+	if (inf) {
+		int q = inflater_finish(inf, got, err, sizeof(err));
+		r = r ? r : q;
+		inflater_free(inf);
+	}
+	if (r == 0 && nd->has_sha && memcmp(got, nd->sha256, 32) != 0) {
+		char want_hex[65], got_hex[65];
+		hex_encode(nd->sha256, 32, want_hex);
+		hex_encode(got, 32, got_hex);
+		snprintf(err, sizeof(err), "sha256 mismatch: RECORD says %s, got %s", want_hex,
+			 got_hex);
+		r = -EBADMSG;
+	}
+	if (r < 0)
+		return mfail(m, r, "wheel \"%s\": entry \"%s\": %s", w->spec->filename, e->name,
+			     err[0] ? err : strerror(-r));
+	return 0;
 }
 
 static void downgrade(struct mat *m, int from, int to, const char *why)
@@ -275,6 +397,48 @@ static void downgrade(struct mat *m, int from, int to, const char *why)
 					__ATOMIC_RELAXED))
 		log_debug(LOG_CAT_CACHE, "link mode %s -> %s: %s", fs_link_mode_name(from),
 			  fs_link_mode_name(to), why);
+}
+
+/* Creates node i's file at path and fills it from src (a body) or, with
+ * src < 0, by inflating from ws; in hardlink mode it then becomes the
+ * links/ copy (publish_link): one inode per file, no temp file.  The
+ * file is complete and verified before anything links to it; a failure
+ * leaves it in dest, which the caller deletes. */
+static int write_new(struct mat *m, uint32_t i, const char *path, int src, struct wsrc *ws,
+		     bool hardlink)
+{
+	const struct tree_node *nd = &m->ctx->tree->nodes[i];
+	mode_t mode = nd->mode & 07777;
+	int fd = create_at(m, path, mode);
+	if (fd < 0)
+		return mfail(m, fd, "\"%s\": %s", path, strerror(-fd));
+	int r = 0;
+	if (hardlink && (mode & m->umask) && fchmod(fd, mode) < 0) /* links/<mode> means it */
+		r = mfail(m, -errno, "\"%s\": chmod: %s", path, strerror(errno));
+	if (r == 0 && src >= 0 && (r = copy_fd(src, fd, nd->size)) < 0)
+		mfail(m, r, "\"%s\": copy: %s", path, strerror(-r));
+	else if (r == 0 && src < 0)
+		r = inflate_into(m, ws, i, fd);
+	close(fd);
+	if (r < 0)
+		return r;
+	bool shared = false;
+	if (hardlink) {
+		r = publish_link(m, i, path, &shared);
+		if (r < 0 && m->o->link_mode != FS_LINK_AUTO)
+			return mfail(m, r, "\"%s\": cannot hardlink into the cache: %s", path,
+				     strerror(-r));
+		if (r == -EXDEV || r == -EPERM || r == -EOPNOTSUPP)
+			downgrade(m, FS_LINK_HARDLINK, FS_LINK_COPY, strerror(-r));
+		else if (r < 0)
+			return mfail(m, r, "\"%s\": cannot hardlink into the cache: %s", path,
+				     strerror(-r));
+	}
+	if (shared)
+		ADD(m->st.hardlinked, 1);
+	else
+		ADD(m->st.copied, 1);
+	return 0;
 }
 
 /* Writes BODY node i (source fd src) at path below dest. */
@@ -308,13 +472,17 @@ static int place(struct mat *m, uint32_t i, int src, const char *path)
 			continue;
 		}
 		if (lm == FS_LINK_HARDLINK) {
-			r = hardlink_at(m, i, src, mode, path);
+			/* a good links/ copy, retried: a damaged one replaced by another
+			 * process between linkat's lookup and its link */
+			r = -ENOENT;
+			for (int tries = 0; tries < 4 && r == -ENOENT; tries++)
+				r = link_existing(m, i, path, false);
 			if (r == 0) {
 				ADD(m->st.hardlinked, 1);
 				return 0;
 			}
-			if (r == -EMLINK)
-				goto copy; /* this inode is full; the next one may not be */
+			if (r == -ENOENT || r == -EMLINK) /* none, or that inode is full */
+				return write_new(m, i, path, src, NULL, true);
 			if (explicit || (r != -EXDEV && r != -EPERM && r != -EOPNOTSUPP))
 				return mfail(m, r, "\"%s\": cannot hardlink from the cache: %s",
 					     path, strerror(-r));
@@ -323,16 +491,7 @@ static int place(struct mat *m, uint32_t i, int src, const char *path)
 		}
 		break;
 	}
-copy:;
-	int fd = create_at(m, path, mode);
-	if (fd < 0)
-		return mfail(m, fd, "\"%s\": %s", path, strerror(-fd));
-	r = copy_fd(src, fd, nd->size);
-	close(fd);
-	if (r < 0)
-		return mfail(m, r, "\"%s\": copy: %s", path, strerror(-r));
-	ADD(m->st.copied, 1);
-	return 0;
+	return write_new(m, i, path, src, NULL, false);
 }
 
 /* ---- one wheel ---- */
@@ -352,8 +511,12 @@ static int dl_sink(void *ud, const uint8_t *data, size_t len)
 }
 
 /* One GET for the whole wheel into a cache temp file, checked against the
- * lock.  Returns 0 and *ret_path (caller unlinks and frees) or -errno. */
-static int download(struct mat *m, struct wheel_src *w, char **ret_path)
+ * lock, then kept as <cache>/wheels/<sha256>.whl: a later mount of the same
+ * lock reads its bodies from there (ctx.c) with no request, and a later
+ * materialize inflates from it.  Returns 0 and *ret_path (caller frees;
+ * *ret_temp: a temp file the caller deletes, when it could not be kept), or
+ * -errno. */
+static int download(struct mat *m, struct wheel_src *w, char **ret_path, bool *ret_temp)
 {
 	char *tmp;
 	struct dl d = {.fd = cache_tmpfile(m->ctx->cache, &tmp)};
@@ -364,6 +527,8 @@ static int download(struct mat *m, struct wheel_src *w, char **ret_path)
 	int r = http_fetch(m->ctx->http, &req);
 	uint8_t got[32];
 	sha256_final(&d.h, got);
+	if (r == 0 && fchmod(d.fd, 0444) < 0)
+		r = -errno;
 	close(d.fd);
 	if (r < 0) {
 		char url[512];
@@ -382,8 +547,64 @@ static int download(struct mat *m, struct wheel_src *w, char **ret_path)
 	}
 	ADD(m->st.wheels_fetched, 1);
 	ADD(m->st.fetched_bytes, d.got);
-	*ret_path = tmp;
+	char *keep = cache_wheel_path(m->ctx->cache, w->spec->sha256);
+	*ret_temp = rename(tmp, keep) < 0;
+	if (*ret_temp) {
+		log_debug(LOG_CAT_CACHE, "\"%s\": %s", keep, strerror(errno));
+		free(keep);
+		keep = tmp;
+	} else {
+		free(tmp);
+	}
+	*ret_path = keep;
 	return 0;
+}
+
+/* Opens the whole local copy of wheel w for inflating: the download kept
+ * in the cache, or the lock's own file.  -1 when there is none. */
+static int open_local_wheel(struct wheel_src *w)
+{
+	pthread_mutex_lock(&w->lock);
+	char *path = w->local_path ? xstrdup(w->local_path) : NULL;
+	pthread_mutex_unlock(&w->lock);
+	if (!path && !http_is_remote(w->spec->url) && http_local_path(w->spec->url, &path) < 0)
+		path = NULL;
+	int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	struct stat st;
+	if (fd >= 0 && (fstat(fd, &st) < 0 || (uint64_t)st.st_size != w->spec->size)) {
+		close(fd); /* not the wheel the metadata describes */
+		fd = -1;
+	}
+	free(path);
+	return fd;
+}
+
+/* Writes node i (slot k) at path: from a links/ copy or the wheel when
+ * phase 1 saw fit, else through the body store (fs_body_open). */
+static int do_node(struct mat *m, size_t k, uint32_t i, const char *path, struct wsrc *ws)
+{
+	int lm = __atomic_load_n(&m->mode, __ATOMIC_RELAXED);
+	int src = m->src[k] & 3;
+	bool dup = m->src[k] & SRC_DUP;
+	if (lm == FS_LINK_HARDLINK && (src == SRC_LINK || (src == SRC_MISSING && dup))) {
+		/* a duplicate's first copy may be out by now */
+		if (link_existing(m, i, path, src == SRC_LINK) == 0) {
+			ADD(m->st.hardlinked, 1);
+			return 0;
+		}
+	}
+	if (src == SRC_MISSING && ws->fd >= 0 && (lm == FS_LINK_HARDLINK || lm == FS_LINK_COPY))
+		return write_new(m, i, path, -1, ws, lm == FS_LINK_HARDLINK);
+	int fd = fs_body_open(m->ctx, i);
+	if (fd < 0) {
+		const struct tree_node *nd = &m->ctx->tree->nodes[i];
+		const struct wheel_src *w = &m->ctx->wheels[nd->body.wheel];
+		return mfail(m, fd, "wheel \"%s\": entry \"%s\": %s", w->spec->filename,
+			     w->meta.cd->entries[nd->body.entry].name, strerror(-fd));
+	}
+	int r = place(m, i, fd, path);
+	close(fd);
+	return r;
 }
 
 static int do_wheel(struct mat *m, uint32_t wi)
@@ -391,46 +612,61 @@ static int do_wheel(struct mat *m, uint32_t wi)
 	struct fs_ctx *ctx = m->ctx;
 	struct wheel_src *w = &ctx->wheels[wi];
 	char *whole = NULL;
+	bool temp = false;
 	int r = 0;
 
 	pthread_mutex_lock(&w->lock);
 	bool have_local = w->local_path != NULL;
 	pthread_mutex_unlock(&w->lock);
 	if (m->missing[wi] && http_is_remote(w->spec->url) && !have_local) {
-		r = download(m, w, &whole);
+		r = download(m, w, &whole, &temp);
 		if (r < 0)
 			return r;
 		pthread_mutex_lock(&w->lock);
+		free(w->local_path);
 		w->local_path = xstrdup(whole);
 		pthread_mutex_unlock(&w->lock);
+	}
+	/* Missing bodies are inflated straight from the wheel into dest (hardlink
+	 * and copy modes); the body store is for mounts, clones and prefetch. */
+	struct wsrc ws = {.fd = -1, .size = w->spec->size};
+	int lm = __atomic_load_n(&m->mode, __ATOMIC_RELAXED);
+	if (m->missing[wi] && m->destfd >= 0 && (lm == FS_LINK_HARDLINK || lm == FS_LINK_COPY)) {
+		ws.fd = open_local_wheel(w);
+		if (ws.fd >= 0)
+			ws.buf = xmalloc(WINDOW);
 	}
 	for (size_t k = m->first[wi]; k < m->first[wi + 1] && !stopping(m); k++) {
 		uint32_t i = m->nodes[k];
 		const struct tree_node *nd = &ctx->tree->nodes[i];
-		int fd = fs_body_open(ctx, i);
-		if (fd < 0) {
-			r = mfail(m, fd, "wheel \"%s\": entry \"%s\": %s", w->spec->filename,
-				  w->meta.cd->entries[nd->body.entry].name, strerror(-fd));
-			break;
-		}
 		if (m->destfd >= 0) {
 			char path[PATH_MAX];
 			r = tree_path(ctx->tree, i, path, sizeof(path));
-			r = r < 0 ? mfail(m, r, "path too long") : place(m, i, fd, path);
+			r = r < 0 ? mfail(m, r, "path too long") : do_node(m, k, i, path, &ws);
+		} else {
+			int fd = fs_body_open(ctx, i);
+			if (fd < 0)
+				r = mfail(m, fd, "wheel \"%s\": entry \"%s\": %s",
+					  w->spec->filename,
+					  w->meta.cd->entries[nd->body.entry].name, strerror(-fd));
+			else
+				close(fd);
 		}
-		close(fd);
 		if (r < 0)
 			break;
 		progress(m, nd->size, false);
 	}
-	if (whole) {
+	if (ws.fd >= 0)
+		close(ws.fd);
+	free(ws.buf);
+	if (whole && temp) {
 		pthread_mutex_lock(&w->lock);
 		free(w->local_path);
 		w->local_path = NULL;
 		pthread_mutex_unlock(&w->lock);
 		unlink(whole);
-		free(whole);
 	}
+	free(whole);
 	return r;
 }
 
@@ -503,6 +739,7 @@ static int make_skeleton(struct mat *m, uint32_t dir)
 static struct mat *mat_done(struct mat *m)
 {
 	free(m->nodes);
+	free(m->src);
 	free(m->first);
 	free(m->missing);
 	free(m->order);
@@ -527,6 +764,104 @@ static int cmp_work(const void *a, const void *b, void *ud)
 	return sx > sy ? -1 : sx < sy ? 1 : (x > y) - (x < y);
 }
 
+/* A wheel's nodes in zip order: inflating walks the file forwards. */
+static int cmp_zip(const void *a, const void *b, void *ud)
+{
+	const struct fs_ctx *ctx = ud;
+	const struct tree_node *x = &ctx->tree->nodes[*(const uint32_t *)a];
+	const struct tree_node *y = &ctx->tree->nodes[*(const uint32_t *)b];
+	const struct zip_entry *es = ctx->wheels[x->body.wheel].meta.cd->entries;
+	uint64_t lx = es[x->body.entry].lho, ly = es[y->body.entry].lho;
+	return lx < ly ? -1 : lx > ly;
+}
+
+/* Auto mode: whether dest takes reflinks from the cache, tried once on a
+ * scratch file rather than on the first body (which would need a body
+ * store file only a clone wants). */
+static void probe_clone(struct mat *m)
+{
+	char *tmp;
+	int src = cache_tmpfile(m->ctx->cache, &tmp);
+	if (src < 0)
+		return;
+	int r = write_full(src, "sitefs", 6);
+	int dst = openat(m->destfd, ".sitefs-clone-probe", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+			 0600);
+	if (r == 0 && dst >= 0) {
+		r = ioctl(dst, FICLONE, src) < 0 ? -errno : 0;
+		if (r < 0 && clone_unsupported(-r))
+			downgrade(m, FS_LINK_AUTO, FS_LINK_HARDLINK, strerror(-r));
+	}
+	if (dst >= 0) {
+		close(dst);
+		unlinkat(m->destfd, ".sitefs-clone-probe", 0);
+	}
+	close(src);
+	unlink(tmp);
+	free(tmp);
+}
+
+/* Keys seen in phase 1 (open addressing; a duplicate body is linked, not
+ * inflated twice, once its first copy is out). */
+struct keyset {
+	uint8_t (*k)[33]; /* key + verified, [32] == 2: empty */
+	size_t mask;
+};
+
+static bool keyset_add(struct keyset *s, const uint8_t key[32], bool verified)
+{
+	size_t h;
+	memcpy(&h, key, sizeof(h));
+	for (h &= s->mask;; h = (h + 1) & s->mask) {
+		if (s->k[h][32] == 2) {
+			memcpy(s->k[h], key, 32);
+			s->k[h][32] = verified;
+			return true;
+		}
+		if (s->k[h][32] == verified && !memcmp(s->k[h], key, 32))
+			return false;
+	}
+}
+
+/* Where each body is: a links/ copy (hardlink mode), the body store, or
+ * nowhere (its wheel will be read). */
+static void find_bodies(struct mat *m)
+{
+	struct fs_ctx *ctx = m->ctx;
+	const struct tree *t = ctx->tree;
+	int lm = __atomic_load_n(&m->mode, __ATOMIC_RELAXED);
+	size_t cap = 16;
+	while (cap < 2 * (t->nbodies + 1))
+		cap *= 2;
+	struct keyset ks = {.k = xmalloc(cap * 33), .mask = cap - 1};
+	memset(ks.k, 2, cap * 33);
+	for (size_t k = 0; k < m->first[ctx->cfg.nwheels]; k++) {
+		uint32_t i = m->nodes[k];
+		const struct tree_node *nd = &t->nodes[i];
+		uint8_t key[32];
+		bool verified;
+		body_key(ctx, i, key, &verified);
+		m->src[k] = keyset_add(&ks, key, verified) ? 0 : SRC_DUP;
+		if (lm == FS_LINK_HARDLINK && m->destfd >= 0) {
+			char *lp = links_path(m, i, nd->mode & 07777);
+			bool ok = link_source_ok(lp, nd->size, nd->mode & 07777);
+			free(lp);
+			if (ok) {
+				m->src[k] |= SRC_LINK;
+				continue;
+			}
+		}
+		int fd = cache_peek(ctx->cache, key, verified, nd->size);
+		if (fd >= 0) {
+			close(fd);
+			m->src[k] |= SRC_BODY;
+		} else {
+			m->missing[nd->body.wheel]++;
+		}
+	}
+	free(ks.k);
+}
+
 int fs_materialize(struct fs_ctx *ctx, const struct fs_materialize_opts *o,
 		   struct fs_materialize_stats *ret, char *err, size_t errlen)
 {
@@ -547,12 +882,15 @@ int fs_materialize(struct fs_ctx *ctx, const struct fs_materialize_opts *o,
 			snprintf(err, errlen, "\"%s\": %s", o->dest, strerror(errno));
 			goto out;
 		}
+		if (o->link_mode == FS_LINK_AUTO)
+			probe_clone(&m);
 	}
 
-	/* Group BODY nodes by wheel; find what the cache lacks. */
+	/* Group BODY nodes by wheel, in zip order; find what the cache lacks. */
 	m.first = xcalloc(nw + 2, sizeof(*m.first));
 	m.missing = xcalloc(nw + 1, sizeof(*m.missing));
 	m.nodes = xcalloc(t->nbodies + 1, sizeof(*m.nodes));
+	m.src = xcalloc(t->nbodies + 1, sizeof(*m.src));
 	for (size_t i = 0; i < t->n; i++)
 		if (t->nodes[i].kind == TREE_BODY)
 			m.first[t->nodes[i].body.wheel + 1]++;
@@ -566,16 +904,12 @@ int fs_materialize(struct fs_ctx *ctx, const struct fs_materialize_opts *o,
 		uint32_t w = nd->body.wheel;
 		m.nodes[m.first[w] + fill[w]++] = (uint32_t)i;
 		m.st.body_bytes += nd->size;
-		uint8_t key[32];
-		bool verified;
-		body_key(ctx, (uint32_t)i, key, &verified);
-		int fd = cache_peek(ctx->cache, key, verified, nd->size);
-		if (fd >= 0)
-			close(fd);
-		else
-			m.missing[w]++;
 	}
 	free(fill);
+	for (size_t w = 0; w < nw; w++)
+		qsort_r(m.nodes + m.first[w], m.first[w + 1] - m.first[w], sizeof(*m.nodes),
+			cmp_zip, ctx);
+	find_bodies(&m);
 	m.order = xcalloc(nw + 1, sizeof(*m.order));
 	for (size_t w = 0; w < nw; w++) {
 		m.st.bodies_filled += m.missing[w];
