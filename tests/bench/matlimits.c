@@ -7,6 +7,12 @@
  *       the CPUs), one wheel at a time each, biggest first; the wheel is read
  *       with pread as materialize reads its download.  Nothing is written.
  *
+ *   matlimits [-j N] extract DIR WHEEL...
+ *       Both at once, as a cold hardlink materialize does from downloaded
+ *       wheels: each entry inflated (checked) straight into a new file below
+ *       DIR/extract/venv, then linked into DIR/extract/store.  The ceiling for
+ *       materialize on this machine, network aside.
+ *
  *   matlimits [-j N] [--how HOW] write DIR WHEEL...
  *       The same entries, inflated beforehand (not timed), written from memory
  *       as files below DIR/HOW/ (which must not exist), N threads:
@@ -57,6 +63,7 @@ struct run {
 	size_t nw;
 	size_t next; /* atomic */
 	bool keep;   /* keep the inflated bytes (write mode's preparation) */
+	bool extract; /* write each entry into a file as it is inflated */
 	const char *dir, *how;
 	uint64_t out_bytes; /* atomic */
 	uint64_t files;	    /* atomic */
@@ -73,6 +80,7 @@ static void fail(struct run *ru, int r, const char *what, const char *name)
 
 struct sinkbuf {
 	struct buf *b; /* NULL: discard */
+	int fd;	       /* extract: the file, else -1 */
 };
 
 static int out_cb(void *ud, const uint8_t *p, size_t n)
@@ -80,8 +88,11 @@ static int out_cb(void *ud, const uint8_t *p, size_t n)
 	struct sinkbuf *s = ud;
 	if (s->b)
 		buf_append(s->b, p, n);
-	return 0;
+	return s->fd >= 0 ? write_full(s->fd, p, n) : 0;
 }
+
+static int parent_dirs(const char *root, const char *name, char *last, size_t lastlen);
+static char *store_path(const char *root, const uint8_t sha[32], mode_t mode);
 
 /* Inflates every file entry of one wheel, reading it with pread. */
 static int inflate_wheel(struct run *ru, struct whl *w)
@@ -116,6 +127,9 @@ static int inflate_wheel(struct run *ru, struct whl *w)
 		w->files = xcalloc(cd->n + 1, sizeof(*w->files));
 	uint8_t *in = NULL;
 	size_t incap = 0;
+	char *root = ru->extract ? xasprintf("%s/extract", ru->dir) : NULL;
+	char *venv = ru->extract ? xasprintf("%s/venv", root) : NULL;
+	char last[PATH_MAX] = "\1";
 	for (size_t k = 0; k < cd->n && r == 0; k++) {
 		const struct zip_entry *e = &cd->entries[k];
 		if (str_endswith(e->name, "/"))
@@ -145,13 +159,40 @@ static int inflate_wheel(struct run *ru, struct whl *w)
 		}
 		struct buf b;
 		buf_init(&b);
-		struct sinkbuf sb = {ru->keep ? &b : NULL};
+		struct sinkbuf sb = {ru->keep ? &b : NULL, -1};
+		mode_t mode = (e->mode & 0111) ? 0755 : 0644;
+		char *dst = NULL;
+		if (ru->extract) {
+			r = parent_dirs(venv, e->name, last, sizeof(last));
+			dst = xasprintf("%s/%s", venv, e->name);
+			sb.fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+			if (r == 0 && sb.fd < 0 && errno != EEXIST)
+				r = -errno;
+			if (sb.fd < 0) { /* two wheels shipping one path */
+				free(dst);
+				dst = NULL;
+			}
+		}
 		struct inflater *inf = inflater_new(e->method, e->usize, e->crc32, out_cb, &sb);
 		uint8_t sha[32];
-		r = inf ? inflater_feed(inf, in + (doff - e->lho), e->csize) : -EBADMSG;
+		if (r == 0)
+			r = inf ? inflater_feed(inf, in + (doff - e->lho), e->csize) : -EBADMSG;
 		if (r == 0)
 			r = inflater_finish(inf, sha, err, sizeof(err));
 		inflater_free(inf);
+		if (sb.fd >= 0)
+			close(sb.fd);
+		if (r == 0 && dst) {
+			char *sp = store_path(root, sha, mode);
+			if (link(dst, sp) < 0 && errno == ENOENT) {
+				char *d = xstrndup(sp, (size_t)(strrchr(sp, '/') - sp));
+				mkdir_p(d, 0755);
+				free(d);
+				link(dst, sp);
+			}
+			free(sp);
+		}
+		free(dst);
 		if (r < 0) {
 			fail(ru, r, err, e->name);
 			buf_free(&b);
@@ -169,6 +210,8 @@ static int inflate_wheel(struct run *ru, struct whl *w)
 		buf_free(&b);
 	}
 	free(in);
+	free(venv);
+	free(root);
 	zipcd_free(cd);
 	close(fd);
 	return r;
@@ -356,6 +399,18 @@ int main(int argc, char **argv)
 			goto usage;
 		writing = true;
 		ru.dir = argv[optind++];
+	} else if (!strcmp(mode, "extract")) {
+		ru.extract = true;
+		ru.dir = argv[optind++];
+		char *venv = xasprintf("%s/extract/venv", ru.dir);
+		char *root = xasprintf("%s/extract", ru.dir);
+		if (mkdir_p(ru.dir, 0755) < 0 || mkdir(root, 0755) < 0 || mkdir(venv, 0755) < 0) {
+			fprintf(stderr, "matlimits: \"%s\": %s (must be new)\n", root,
+				strerror(errno));
+			return 1;
+		}
+		free(root);
+		free(venv);
 	} else if (strcmp(mode, "inflate")) {
 		goto usage;
 	}
@@ -402,6 +457,7 @@ int main(int argc, char **argv)
 	return 0;
 usage:
 	fprintf(stderr, "usage: matlimits [-j N] inflate WHEEL...\n"
+			"       matlimits [-j N] extract DIR WHEEL...\n"
 			"       matlimits [-j N] [--how dest|link|tmpfile|old] write DIR WHEEL...\n");
 	return 2;
 }

@@ -89,6 +89,19 @@ def modes(root):
     return out
 
 
+def cache_files(d):
+    return [p for p in Path(d).rglob("*") if p.is_file()] if Path(d).exists() else []
+
+
+def kept_wheels(cache):
+    """sha256 hex of the whole wheels kept in cache/wheels."""
+    return {p.name[:-4] for p in (cache / "wheels").glob("*.whl")}
+
+
+def inodes(paths):
+    return {(p.stat().st_dev, p.stat().st_ino) for p in paths}
+
+
 @pytest.fixture
 def cleanup():
     dirs = []
@@ -129,6 +142,14 @@ def test_matches_pip_and_fetches_each_wheel_once(link_mode, nginx, nginx_lock, p
     assert not wrong, f"modes differ from pip's (got, want): {wrong}"
     check_works(dest)
     assert not list(dest.parent.glob(".venv.sitefs-*")), "temp directory left behind"
+    # bodies were inflated straight into the venv: no body store file (a clone needs
+    # one), no links/ copy in copy mode; the downloads are kept
+    cache = tmp_path / "cache"
+    if mode != "clone":
+        assert not cache_files(cache / "bodies")
+    if mode == "copy":
+        assert not cache_files(cache / "links")
+    assert kept_wheels(cache) == {wheelgen.sha256_file(w) for w in wheelhouse.lock_wheels}
 
     # warm: no request at all, nothing fetched
     dest2 = new_dest()
@@ -383,3 +404,80 @@ def test_cache_on_another_mount_of_the_same_filesystem(nginx_lock, pip_venv, tmp
     assert summary(r)[0] == "copy"
     problems = compare_trees(pip_venv, dest)
     assert not problems, "\n".join(problems)
+
+
+def test_cold_hardlink_one_inode_per_file_then_mount_offline(mount, private_nginx, pip_venv,
+                                                             wheelhouse, tmp_path, cleanup):
+    """Cold, hardlink mode: each body is inflated into its venv file, which then becomes
+    the links/ copy (one inode per file, no body store file).  The whole wheels stay in
+    the cache: a later materialize and a later mount of the same lock make no request."""
+    server, lock = private_nginx
+    cache = tmp_path / "cache"
+    dest = new_dest()
+    cleanup(dest.parent)
+    r = materialize("--link-mode", "hardlink", lock, dest, cache=cache)
+    mode, _, hard, copied, fetched = summary(r)
+    assert (mode, copied, fetched) == ("hardlink", 0, len(wheelhouse.lock_wheels))
+    assert not cache_files(cache / "bodies")
+    assert kept_wheels(cache) == {wheelgen.sha256_file(w) for w in wheelhouse.lock_wheels}
+    links = inodes(cache_files(cache / "links"))
+    venv_files = [p for p in dest.rglob("*") if p.is_file() and not p.is_symlink()]
+    linked = [p for p in venv_files if inodes([p]) <= links]
+    assert len(linked) == hard and hard > 0
+    assert all(p.stat().st_nlink >= 2 for p in linked)
+    # every other file is generated (launchers, RECORD, pyvenv.cfg...): one link
+    assert all(p.stat().st_nlink == 1 for p in venv_files if p not in linked)
+
+    # warm: the same links/ copies, no request
+    dest2 = new_dest()
+    cleanup(dest2.parent)
+    mark = server.mark()
+    r = materialize("--link-mode", "hardlink", lock, dest2, cache=cache)
+    assert summary(r)[4] == 0 and server.requests(mark) == []
+    core = f"lib/{PYVER}/site-packages/purepkg/core.py"
+    assert inodes([dest / core]) == inodes([dest2 / core])
+
+    # a mount of the same lock fills its bodies from the kept wheels: no request
+    m = mount(lock, cache=cache)
+    problems = compare_trees(pip_venv, m.path)  # reads every body
+    assert not problems, "\n".join(problems)
+    check_works(m.path)
+    assert server.requests(mark) == []
+    assert cache_files(cache / "bodies")
+
+
+@pytest.mark.parametrize("link_mode", ["hardlink", "copy"])
+def test_corrupt_wheel_fails_cleanly(link_mode, tmp_path, cleanup):
+    """A body that does not match RECORD, or whose bytes fail the CRC, stops the run with
+    the wheel and entry named; DEST never appears, nothing wrong reaches links/."""
+    wdir = tmp_path / "wheels"
+    good = wheelgen.make_wheel(wdir, "goodpkg", "1.0", {"goodpkg/__init__.py": b"X = 1\n"})
+    lie = b"sha256=" + b"A" * 43
+    badrec = wheelgen.make_wheel(wdir, "badrec", "1.0", {
+        "badrec/__init__.py": b"",
+        "badrec/data.py": b"DATA = 'the real bytes'\n" * 50},
+        record_override={"badrec/data.py": lie.decode()})
+    badcrc = wheelgen.make_wheel(wdir, "badcrc", "1.0", {
+        "badcrc/__init__.py": b"",
+        "badcrc/blob.bin": (bytes(range(256)) * 64, 0o644, "stored")})
+    start, end = wheelgen.data_span(badcrc, "badcrc/blob.bin")
+    raw = bytearray(badcrc.read_bytes())
+    raw[(start + end) // 2] ^= 0xFF
+    badcrc.write_bytes(bytes(raw))
+    server = Nginx(wdir, tmp_path / "nginx").start()
+    try:
+        for bad, entry, why in [(badrec, "badrec/data.py", "sha256 mismatch"),
+                                (badcrc, "badcrc/blob.bin", "CRC-32 mismatch")]:
+            lock = wheelgen.write_pylock(tmp_path / f"{bad.stem}.toml", [good, bad], server.url)
+            dest = new_dest()
+            cleanup(dest.parent)
+            cache = tmp_path / f"cache-{bad.stem}"
+            r = materialize("--link-mode", link_mode, lock, dest, cache=cache, check=False)
+            assert r.returncode != 0
+            assert f'wheel "{bad.name}": entry "{entry}": {why}' in r.stderr, r.stderr
+            assert not dest.exists()
+            assert not list(dest.parent.glob(".venv.sitefs-*")), "temp directory left behind"
+            assert not cache_files(cache / "bodies")
+            assert not [p for p in cache_files(cache / "links") if p.stat().st_size > 1000]
+    finally:
+        server.stop()
