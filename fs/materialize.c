@@ -69,6 +69,8 @@ struct mat {
 	int failed;  /* atomic */
 	pthread_mutex_t lock;
 	pthread_mutex_t relink;		/* replacing a damaged links/ copy */
+	pthread_cond_t ready;		/* skeleton made (or failed); with lock */
+	bool skeleton;			/* protected by lock */
 	int err;			/* first error; protected by lock */
 	char *errmsg;			/* protected by lock */
 	uint64_t done;			/* body bytes done (atomic) */
@@ -117,6 +119,25 @@ static bool stopping(struct mat *m)
 		return true;
 	}
 	return __atomic_load_n(&m->failed, __ATOMIC_RELAXED);
+}
+
+/* Workers download while the calling thread makes the skeleton; they
+ * wait for it before creating files.  false: the run failed meanwhile. */
+static bool wait_skeleton(struct mat *m)
+{
+	pthread_mutex_lock(&m->lock);
+	while (!m->skeleton)
+		pthread_cond_wait(&m->ready, &m->lock);
+	pthread_mutex_unlock(&m->lock);
+	return !stopping(m);
+}
+
+static void skeleton_done(struct mat *m)
+{
+	pthread_mutex_lock(&m->lock);
+	m->skeleton = true;
+	pthread_cond_broadcast(&m->ready);
+	pthread_mutex_unlock(&m->lock);
 }
 
 static void progress(struct mat *m, uint64_t add, bool final)
@@ -636,7 +657,9 @@ static int do_wheel(struct mat *m, uint32_t wi)
 		if (ws.fd >= 0)
 			ws.buf = xmalloc(WINDOW);
 	}
-	for (size_t k = m->first[wi]; k < m->first[wi + 1] && !stopping(m); k++) {
+	if (!wait_skeleton(m))
+		r = -ECANCELED;
+	for (size_t k = m->first[wi]; r == 0 && k < m->first[wi + 1] && !stopping(m); k++) {
 		uint32_t i = m->nodes[k];
 		const struct tree_node *nd = &ctx->tree->nodes[i];
 		if (m->destfd >= 0) {
@@ -746,6 +769,7 @@ static struct mat *mat_done(struct mat *m)
 	free(m->errmsg);
 	pthread_mutex_destroy(&m->lock);
 	pthread_mutex_destroy(&m->relink);
+	pthread_cond_destroy(&m->ready);
 	if (m->destfd >= 0)
 		close(m->destfd);
 	return NULL;
@@ -873,6 +897,7 @@ int fs_materialize(struct fs_ctx *ctx, const struct fs_materialize_opts *o,
 
 	pthread_mutex_init(&m.lock, NULL);
 	pthread_mutex_init(&m.relink, NULL);
+	pthread_cond_init(&m.ready, NULL);
 	m.umask = umask(0);
 	umask(m.umask);
 	if (o->dest) {
@@ -918,9 +943,6 @@ int fs_materialize(struct fs_ctx *ctx, const struct fs_materialize_opts *o,
 	}
 	qsort_r(m.order, m.norder, sizeof(*m.order), cmp_work, &m);
 
-	if (m.destfd >= 0 && (r = make_skeleton(&m, 0)) < 0)
-		goto out;
-
 	unsigned nt = o->threads ? o->threads : DEFAULT_THREADS;
 	if (nt > m.norder)
 		nt = m.norder ? (unsigned)m.norder : 1;
@@ -929,6 +951,10 @@ int fs_materialize(struct fs_ctx *ctx, const struct fs_materialize_opts *o,
 	for (; started < nt; started++)
 		if (pthread_create(&th[started], NULL, worker, &m) != 0)
 			break;
+	/* the skeleton while the workers download (they wait for it to write) */
+	if (m.destfd >= 0)
+		make_skeleton(&m, 0);
+	skeleton_done(&m);
 	if (!started)
 		worker(&m);
 	for (unsigned k = 0; k < started; k++)
