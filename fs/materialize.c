@@ -69,8 +69,7 @@ struct mat {
 	int failed;  /* atomic */
 	pthread_mutex_t lock;
 	pthread_mutex_t relink;		/* replacing a damaged links/ copy */
-	pthread_cond_t ready;		/* skeleton made (or failed); with lock */
-	bool skeleton;			/* protected by lock */
+	uint8_t *made;			/* per tree node: directory exists (atomic) */
 	int err;			/* first error; protected by lock */
 	char *errmsg;			/* protected by lock */
 	uint64_t done;			/* body bytes done (atomic) */
@@ -121,23 +120,26 @@ static bool stopping(struct mat *m)
 	return __atomic_load_n(&m->failed, __ATOMIC_RELAXED);
 }
 
-/* Workers download while the calling thread makes the skeleton; they
- * wait for it before creating files.  false: the run failed meanwhile. */
-static bool wait_skeleton(struct mat *m)
+/* Makes directory node d below dest (and its parents) unless made: the
+ * calling thread makes the skeleton while the workers already write
+ * files, each making the directories it needs first (EEXIST: the other
+ * one was first). */
+static int make_dir(struct mat *m, uint32_t d)
 {
-	pthread_mutex_lock(&m->lock);
-	while (!m->skeleton)
-		pthread_cond_wait(&m->ready, &m->lock);
-	pthread_mutex_unlock(&m->lock);
-	return !stopping(m);
-}
-
-static void skeleton_done(struct mat *m)
-{
-	pthread_mutex_lock(&m->lock);
-	m->skeleton = true;
-	pthread_cond_broadcast(&m->ready);
-	pthread_mutex_unlock(&m->lock);
+	if (__atomic_load_n(&m->made[d], __ATOMIC_ACQUIRE))
+		return 0;
+	const struct tree *t = m->ctx->tree;
+	int r = make_dir(m, t->nodes[d].parent);
+	char path[PATH_MAX];
+	if (r == 0 && (r = tree_path(t, d, path, sizeof(path))) > 0)
+		r = 0; /* its length */
+	if (r == 0 && mkdirat(m->destfd, path, t->nodes[d].mode & 07777) == 0)
+		ADD(m->st.dirs, 1);
+	else if (r == 0 && errno != EEXIST)
+		r = -errno;
+	if (r == 0)
+		__atomic_store_n(&m->made[d], 1, __ATOMIC_RELEASE);
+	return r;
 }
 
 static void progress(struct mat *m, uint64_t add, bool final)
@@ -657,15 +659,18 @@ static int do_wheel(struct mat *m, uint32_t wi)
 		if (ws.fd >= 0)
 			ws.buf = xmalloc(WINDOW);
 	}
-	if (!wait_skeleton(m))
-		r = -ECANCELED;
 	for (size_t k = m->first[wi]; r == 0 && k < m->first[wi + 1] && !stopping(m); k++) {
 		uint32_t i = m->nodes[k];
 		const struct tree_node *nd = &ctx->tree->nodes[i];
 		if (m->destfd >= 0) {
 			char path[PATH_MAX];
 			r = tree_path(ctx->tree, i, path, sizeof(path));
-			r = r < 0 ? mfail(m, r, "path too long") : do_node(m, k, i, path, &ws);
+			if (r < 0)
+				r = mfail(m, r, "path too long");
+			else if ((r = make_dir(m, nd->parent)) < 0)
+				r = mfail(m, r, "\"%s\": directory: %s", path, strerror(-r));
+			else
+				r = do_node(m, k, i, path, &ws);
 		} else {
 			int fd = fs_body_open(ctx, i);
 			if (fd < 0)
@@ -732,10 +737,7 @@ static int make_skeleton(struct mat *m, uint32_t dir)
 		r = 0;
 		switch (nd->kind) {
 		case TREE_DIR:
-			if (mkdirat(m->destfd, path, nd->mode & 07777) < 0)
-				r = -errno;
-			else
-				m->st.dirs++;
+			r = make_dir(m, i);
 			if (r == 0)
 				r = make_skeleton(m, i);
 			break;
@@ -769,7 +771,7 @@ static struct mat *mat_done(struct mat *m)
 	free(m->errmsg);
 	pthread_mutex_destroy(&m->lock);
 	pthread_mutex_destroy(&m->relink);
-	pthread_cond_destroy(&m->ready);
+	free(m->made);
 	if (m->destfd >= 0)
 		close(m->destfd);
 	return NULL;
@@ -897,7 +899,6 @@ int fs_materialize(struct fs_ctx *ctx, const struct fs_materialize_opts *o,
 
 	pthread_mutex_init(&m.lock, NULL);
 	pthread_mutex_init(&m.relink, NULL);
-	pthread_cond_init(&m.ready, NULL);
 	m.umask = umask(0);
 	umask(m.umask);
 	if (o->dest) {
@@ -916,6 +917,8 @@ int fs_materialize(struct fs_ctx *ctx, const struct fs_materialize_opts *o,
 	m.missing = xcalloc(nw + 1, sizeof(*m.missing));
 	m.nodes = xcalloc(t->nbodies + 1, sizeof(*m.nodes));
 	m.src = xcalloc(t->nbodies + 1, sizeof(*m.src));
+	m.made = xcalloc(t->n + 1, 1);
+	m.made[0] = 1; /* dest itself */
 	for (size_t i = 0; i < t->n; i++)
 		if (t->nodes[i].kind == TREE_BODY)
 			m.first[t->nodes[i].body.wheel + 1]++;
@@ -951,10 +954,9 @@ int fs_materialize(struct fs_ctx *ctx, const struct fs_materialize_opts *o,
 	for (; started < nt; started++)
 		if (pthread_create(&th[started], NULL, worker, &m) != 0)
 			break;
-	/* the skeleton while the workers download (they wait for it to write) */
+	/* the skeleton while the workers download and write */
 	if (m.destfd >= 0)
 		make_skeleton(&m, 0);
-	skeleton_done(&m);
 	if (!started)
 		worker(&m);
 	for (unsigned k = 0; k < started; k++)
