@@ -87,16 +87,18 @@ struct fs_materialize_stats {
 	size_t cloned, hardlinked, copied; /* how the body files were written */
 	size_t wheels_fetched;      /* whole-wheel downloads (one request each) */
 	uint64_t fetched_bytes;     /* their size */
-	size_t bodies_filled;       /* bodies that were not in the cache */
+	size_t bodies_filled;       /* bodies that were not in the cache (nor in links/) */
 	uint64_t body_bytes;        /* bytes of all bodies of the tree */
 	uint64_t elapsed_ns;
 };
 
-/* Makes every body of the tree available in the cache, then (when o->dest
- * is set) writes the whole tree below o->dest.  A wheel with bodies missing
- * from the cache is downloaded whole in one request (in parallel with
- * others), checked against the lock's sha256 and extracted into the cache;
- * the download is then deleted.  Files are created by o->threads workers.
+/* Writes the whole tree below o->dest or, without it, makes every body of
+ * the tree available in the body store.  A wheel with bodies missing from
+ * the cache is downloaded whole in one request (in parallel with others),
+ * checked against the lock's sha256 and kept in the cache (wheels/); with
+ * a dest, hardlink and copy mode inflate its missing bodies straight into
+ * dest, the other modes through the body store.  Files are created by
+ * o->threads workers.
  * Call after fs_prepare, with no FUSE session running on ctx.
  * Returns 0 and fills *ret (may be NULL); -errno with a message in err
  * (-ECANCELED when *o->cancel became non-zero).  On failure dest holds a

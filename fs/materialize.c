@@ -2,35 +2,46 @@
  * filling the body cache in bulk.
  *
  * DESIGN
- * - Phase 1 (calling thread): every BODY node's cache key is looked up in
- *   the body store (cache_peek); a wheel with any body missing will be
- *   downloaded whole.  Directories, symlinks and generated files (DATA
- *   nodes: pyvenv.cfg, activate, launchers, RECORD...) are created here too:
- *   they are few and cheap, and the workers then never need to mkdir.
+ * - Cost model: creating an inode is what a cold run pays for (the kernel's
+ *   inode allocator; on an ext4 without a journal it also skips, one by
+ *   one, every inode freed in the last ~35 s).  So a cold run creates ONE
+ *   inode per file: the file in dest, nothing else.
+ * - Phase 1 (calling thread): where each BODY node is (src[]): a good
+ *   links/ copy (hardlink mode), the body store (cache_peek), or nowhere;
+ *   a wheel with a body nowhere is read whole.  Duplicate keys are marked.
+ *   Link mode AUTO first tries one reflink on a scratch file, so a
+ *   filesystem without them never gets a body store file made for a clone.
  * - Phase 2 (o->threads workers): one work item per wheel, biggest missing
  *   download first.  A worker downloads a wheel that needs it with ONE plain
  *   GET into a cache temp file, hashing on the way, checks size and sha256
- *   against the lock, points the wheel's local_path at it, and then opens
- *   every body through fs_body_open: misses are inflated from the local
- *   copy with the same verified fill the mount uses (CRC-32, RECORD sha256),
- *   hits are plain opens.  Each body is then placed in dest by reflink,
- *   hardlink or copy.  Downloads run on the fetch engine's thread while
- *   other workers inflate and write, so the network and the CPUs overlap.
+ *   against the lock and keeps it as <cache>/wheels/<sha256>.whl (the
+ *   wheel's local_path: a later mount reads its bodies from there, ctx.c,
+ *   with no request).  In hardlink and copy mode a missing body is then
+ *   inflated straight from that file (or the lock's own local file) into
+ *   its new file in dest, entries in zip order through a 1 MiB read window,
+ *   checked as a fill checks (size, CRC-32, RECORD sha256; a mismatch fails
+ *   the run naming wheel and entry).  Bodies in the store, clone mode and
+ *   prefetch go through fs_body_open (the mount's verified fill).
+ *   Meanwhile the calling thread makes directories, symlinks and generated
+ *   files (pyvenv.cfg, launchers, RECORD...); a worker makes the
+ *   directories it needs itself (m->made), so nobody waits for the other.
  * - Hardlinks share one inode, hence one mode: cache bodies are 0444, the
- *   tree wants 0644/0755.  So hardlink mode links to a per-mode copy kept
- *   under <cache>/links/<mode>/ (made once from the body, temp + link():
- *   the first copy wins and is never replaced while good),
- *   never to the verified body itself: editing a hardlinked file in place
- *   changes that shared copy (and every venv linked to it), never what a
- *   mount serves.
+ *   tree wants 0644/0755.  So hardlink mode links to a per-mode copy,
+ *   <cache>/links/<mode>/<ab>/<rest>, never to the verified body itself:
+ *   editing a hardlinked file in place changes that shared copy (and every
+ *   venv linked to it), never what a mount serves.  A cold run makes the
+ *   copy by link()ing its complete, verified dest file there (first
+ *   writer wins); a file whose key is out already is linked from there
+ *   instead, so a venv's identical files share one inode.  A damaged copy
+ *   (wrong size or mode) is replaced by rename(), once per process.
  * - Link mode AUTO starts with clone and downgrades once, for every
  *   worker, to hardlink (clone unsupported) and then to copy (hardlink
- *   impossible, e.g. another filesystem).  A single file that hits the
- *   link limit (EMLINK) is copied.
+ *   impossible, e.g. another filesystem: the file made is kept as the
+ *   copy).  A single file that hits the link limit (EMLINK) is copied.
  * - Locks: m->lock protects the first error and progress reporting only;
  *   m->relink serializes the replacement of a damaged links/ copy (local
- *   stat + rename); both are leaves.  Counters are atomics.  w->lock
- *   (wheel.c) guards local_path as usual.
+ *   stat + rename); both are leaves.  Counters and m->made are atomics.
+ *   w->lock (wheel.c) guards local_path as usual.
  * Deliberately missing: fsync (the caller's rename is the commit point, a
  * crash before it leaves only a temp directory), xattrs, ownership. */
 #include <errno.h>
