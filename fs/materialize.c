@@ -300,6 +300,7 @@ static int publish_link(struct mat *m, uint32_t i, const char *path, bool *ret_s
 		pthread_mutex_lock(&m->relink);
 		r = 0;
 		if (!link_source_ok(lp, nd->size, mode)) {
+			unlink(tmp); /* a killed run's */
 			r = linkat(m->destfd, path, AT_FDCWD, tmp, 0) < 0 ? -errno : 0;
 			if (r == 0 && rename(tmp, lp) < 0) {
 				r = -errno;
