@@ -401,14 +401,17 @@ static int inflate_into(struct mat *m, struct wsrc *ws, uint32_t i, int fd)
 	for (uint64_t pos = doff, left = e->csize; r == 0 && left;) {
 		size_t n = (size_t)MIN(left, (uint64_t)WINDOW);
 		p = win_at(ws, pos, n, &avail, &r);
-		if (p)
+		if (!p)
+			snprintf(err, sizeof(err), "reading the wheel at %llu: %s",
+				 (unsigned long long)pos, strerror(-r));
+		else
 			r = inflater_feed(inf, p, n);
 		pos += n;
 		left -= n;
 	}
 	uint8_t got[32];
-	if (inf) {
-		int q = inflater_finish(inf, got, err, sizeof(err));
+	if (inf) { /* the inflater says why it stopped, unless we know */
+		int q = inflater_finish(inf, got, err[0] ? NULL : err, sizeof(err));
 		r = r ? r : q;
 		inflater_free(inf);
 	}
