@@ -11,8 +11,10 @@
  *   a wheel with a body nowhere is read whole.  Duplicate keys are marked.
  *   Link mode AUTO first tries one reflink on a scratch file, so a
  *   filesystem without them never gets a body store file made for a clone.
- * - Phase 2 (o->threads workers): one work item per wheel, biggest missing
- *   download first.  A worker downloads a wheel that needs it with ONE plain
+ * - Phase 2 (o->threads workers): work items are pieces of wheels (~8 MiB
+ *   of bodies, so a big wheel is not left to one core at the end), all
+ *   first pieces first, biggest missing download first.  The worker of a
+ *   wheel's first piece downloads it (the others wait, m->dl_lock), with ONE plain
  *   GET into a cache temp file, hashing on the way, checks size and sha256
  *   against the lock and keeps it as <cache>/wheels/<sha256>.whl (the
  *   wheel's local_path: a later mount reads its bodies from there, ctx.c,
@@ -40,7 +42,8 @@
  *   copy).  A single file that hits the link limit (EMLINK) is copied.
  * - Locks: m->lock protects the first error and progress reporting only;
  *   m->relink serializes the replacement of a damaged links/ copy (local
- *   stat + rename); both are leaves.  Counters and m->made are atomics.
+ *   stat + rename); m->dl_lock the download states (never held across the
+ *   download: waiters sleep on m->dl_cond); all are leaves.  Counters and m->made are atomics.
  *   w->lock (wheel.c) guards local_path as usual.
  * Deliberately missing: fsync (the caller's rename is the commit point, a
  * crash before it leaves only a temp directory), xattrs, ownership. */
@@ -75,6 +78,12 @@ struct mat {
 	size_t *missing; /* per wheel: bodies neither in the cache nor in links/ */
 	uint32_t *order; /* wheels in work order */
 	size_t norder;
+	struct item *items; /* work items: pieces of wheels, in work order */
+	size_t nitems;
+	pthread_mutex_t dl_lock; /* dl[] and temps[]: downloads shared by a wheel's items */
+	pthread_cond_t dl_cond;
+	int *dl;		/* per wheel: 0 not started, 1 running, 2 done, -errno */
+	char **temps;		/* per wheel: a download that could not be kept, or NULL */
 	size_t next; /* next index in order (atomic) */
 	int mode;    /* current enum fs_link_mode (atomic; AUTO downgrades) */
 	int failed;  /* atomic */
@@ -87,6 +96,16 @@ struct mat {
 	uint64_t last_report;		/* protected by lock */
 	struct fs_materialize_stats st; /* counters updated atomically */
 };
+
+/* A piece of a wheel: its nodes[lo .. hi).  A big wheel is cut into pieces
+ * of about PIECE bytes of bodies, so its files are written by several
+ * workers and it is not left to one core at the end of a run. */
+struct item {
+	uint32_t wheel;
+	uint32_t piece; /* 0 for the first: the one that downloads */
+	size_t lo, hi;
+};
+#define PIECE (8u << 20)
 
 /* Where phase 1 found a body (src[]). */
 enum {
@@ -645,26 +664,54 @@ static int do_node(struct mat *m, size_t k, uint32_t i, const char *path, struct
 	return r;
 }
 
-static int do_wheel(struct mat *m, uint32_t wi)
+/* Makes sure wheel wi is local if it has missing bodies: the first of its
+ * items downloads it, later ones wait for that.  0 or -errno. */
+static int need_wheel(struct mat *m, uint32_t wi)
 {
-	struct fs_ctx *ctx = m->ctx;
-	struct wheel_src *w = &ctx->wheels[wi];
-	char *whole = NULL;
-	bool temp = false;
-	int r = 0;
-
+	struct wheel_src *w = &m->ctx->wheels[wi];
 	pthread_mutex_lock(&w->lock);
 	bool have_local = w->local_path != NULL;
 	pthread_mutex_unlock(&w->lock);
-	if (m->missing[wi] && http_is_remote(w->spec->url) && !have_local) {
-		r = download(m, w, &whole, &temp);
-		if (r < 0)
-			return r;
+	if (!m->missing[wi] || !http_is_remote(w->spec->url) || have_local)
+		return 0;
+	pthread_mutex_lock(&m->dl_lock);
+	bool mine = m->dl[wi] == 0;
+	if (mine)
+		m->dl[wi] = 1;
+	while (!mine && m->dl[wi] == 1)
+		pthread_cond_wait(&m->dl_cond, &m->dl_lock);
+	int r = m->dl[wi] == 2 ? 0 : m->dl[wi];
+	pthread_mutex_unlock(&m->dl_lock);
+	if (!mine)
+		return r;
+	char *whole = NULL;
+	bool temp = false;
+	r = download(m, w, &whole, &temp);
+	if (r == 0) {
 		pthread_mutex_lock(&w->lock);
 		free(w->local_path);
 		w->local_path = xstrdup(whole);
 		pthread_mutex_unlock(&w->lock);
 	}
+	pthread_mutex_lock(&m->dl_lock);
+	m->dl[wi] = r == 0 ? 2 : r;
+	if (temp)
+		m->temps[wi] = whole; /* deleted at the end of the run */
+	else
+		free(whole);
+	pthread_cond_broadcast(&m->dl_cond);
+	pthread_mutex_unlock(&m->dl_lock);
+	return r;
+}
+
+static int do_item(struct mat *m, const struct item *it)
+{
+	struct fs_ctx *ctx = m->ctx;
+	uint32_t wi = it->wheel;
+	struct wheel_src *w = &ctx->wheels[wi];
+	int r = need_wheel(m, wi);
+	if (r < 0)
+		return r;
 	/* Missing bodies are inflated straight from the wheel into dest (hardlink
 	 * and copy modes); the body store is for mounts, clones and prefetch. */
 	struct wsrc ws = {.fd = -1, .size = w->spec->size};
@@ -674,7 +721,7 @@ static int do_wheel(struct mat *m, uint32_t wi)
 		if (ws.fd >= 0)
 			ws.buf = xmalloc(WINDOW);
 	}
-	for (size_t k = m->first[wi]; r == 0 && k < m->first[wi + 1] && !stopping(m); k++) {
+	for (size_t k = it->lo; r == 0 && k < it->hi && !stopping(m); k++) {
 		uint32_t i = m->nodes[k];
 		const struct tree_node *nd = &ctx->tree->nodes[i];
 		if (m->destfd >= 0) {
@@ -702,14 +749,6 @@ static int do_wheel(struct mat *m, uint32_t wi)
 	if (ws.fd >= 0)
 		close(ws.fd);
 	free(ws.buf);
-	if (whole && temp) {
-		pthread_mutex_lock(&w->lock);
-		free(w->local_path);
-		w->local_path = NULL;
-		pthread_mutex_unlock(&w->lock);
-		unlink(whole);
-	}
-	free(whole);
 	return r;
 }
 
@@ -718,9 +757,9 @@ static void *worker(void *ud)
 	struct mat *m = ud;
 	while (!stopping(m)) {
 		size_t k = __atomic_fetch_add(&m->next, 1, __ATOMIC_RELAXED);
-		if (k >= m->norder)
+		if (k >= m->nitems)
 			break;
-		do_wheel(m, m->order[k]);
+		do_item(m, &m->items[k]);
 	}
 	return NULL;
 }
@@ -787,6 +826,22 @@ static struct mat *mat_done(struct mat *m)
 	pthread_mutex_destroy(&m->lock);
 	pthread_mutex_destroy(&m->relink);
 	free(m->made);
+	free(m->items);
+	for (size_t w = 0; m->temps && w < m->ctx->cfg.nwheels; w++) {
+		if (m->temps[w]) {
+			struct wheel_src *ws = &m->ctx->wheels[w];
+			pthread_mutex_lock(&ws->lock);
+			free(ws->local_path);
+			ws->local_path = NULL;
+			pthread_mutex_unlock(&ws->lock);
+			unlink(m->temps[w]);
+			free(m->temps[w]);
+		}
+	}
+	free(m->temps);
+	free(m->dl);
+	pthread_mutex_destroy(&m->dl_lock);
+	pthread_cond_destroy(&m->dl_cond);
 	if (m->destfd >= 0)
 		close(m->destfd);
 	return NULL;
@@ -814,6 +869,36 @@ static int cmp_zip(const void *a, const void *b, void *ud)
 	const struct zip_entry *es = ctx->wheels[x->body.wheel].meta.cd->entries;
 	uint64_t lx = es[x->body.entry].lho, ly = es[y->body.entry].lho;
 	return lx < ly ? -1 : lx > ly;
+}
+
+/* Cuts the wheels (in work order) into items; all first pieces come first,
+ * so downloads start in the same order as before, then the rest. */
+static void make_items(struct mat *m)
+{
+	const struct tree *t = m->ctx->tree;
+	size_t cap = m->norder + 1;
+	m->items = xcalloc(cap, sizeof(*m->items));
+	for (size_t o = 0; o < m->norder; o++) {
+		uint32_t w = m->order[o];
+		uint32_t piece = 0;
+		for (size_t lo = m->first[w]; lo < m->first[w + 1]; piece++) {
+			size_t hi = lo;
+			uint64_t bytes = 0;
+			while (hi < m->first[w + 1] && (hi == lo || bytes < PIECE))
+				bytes += t->nodes[m->nodes[hi++]].size;
+			if (m->nitems == cap)
+				m->items = xrealloc(m->items, (cap *= 2) * sizeof(*m->items));
+			m->items[m->nitems++] = (struct item){w, piece, lo, hi};
+			lo = hi;
+		}
+	}
+	/* stable by piece: the wheels' order within each piece number */
+	for (size_t a = 1; a < m->nitems; a++)
+		for (size_t b = a; b > 0 && m->items[b - 1].piece > m->items[b].piece; b--) {
+			struct item x = m->items[b];
+			m->items[b] = m->items[b - 1];
+			m->items[b - 1] = x;
+		}
 }
 
 /* Auto mode: whether dest takes reflinks from the cache, tried once on a
@@ -914,6 +999,8 @@ int fs_materialize(struct fs_ctx *ctx, const struct fs_materialize_opts *o,
 
 	pthread_mutex_init(&m.lock, NULL);
 	pthread_mutex_init(&m.relink, NULL);
+	pthread_mutex_init(&m.dl_lock, NULL);
+	pthread_cond_init(&m.dl_cond, NULL);
 	m.umask = umask(0);
 	umask(m.umask);
 	if (o->dest) {
@@ -960,10 +1047,13 @@ int fs_materialize(struct fs_ctx *ctx, const struct fs_materialize_opts *o,
 			m.order[m.norder++] = (uint32_t)w;
 	}
 	qsort_r(m.order, m.norder, sizeof(*m.order), cmp_work, &m);
+	make_items(&m);
+	m.dl = xcalloc(nw + 1, sizeof(*m.dl));
+	m.temps = xcalloc(nw + 1, sizeof(*m.temps));
 
 	unsigned nt = o->threads ? o->threads : DEFAULT_THREADS;
-	if (nt > m.norder)
-		nt = m.norder ? (unsigned)m.norder : 1;
+	if (nt > m.nitems)
+		nt = m.nitems ? (unsigned)m.nitems : 1;
 	pthread_t *th = xcalloc(nt, sizeof(*th));
 	unsigned started = 0;
 	for (; started < nt; started++)
