@@ -182,7 +182,7 @@ def main():
               f"{total / 1e6:.1f} MB of wheels ({usize / 1e6:.0f} MB inflated, "
               f"{inf['files']} files) = {total / cold / 1e6:.0f} MB/s  "
               f"(runs: {', '.join(f'{t:.2f}' for t in colds)})")
-        for ln in lines[colds.index(cold)]:
+        for ln in lines[colds.index(sorted(colds)[len(colds) // 2])]:  # a middle run's
             print(f"  {ln}")
         print(f"  index (curl, 8 parallel):        {net / 1e6:7.0f} MB/s")
         print(f"  inflate (matlimits, {inf['threads']} threads):  {infl / 1e6:7.0f} MB/s of wheel bytes")
