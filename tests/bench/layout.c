@@ -3,21 +3,25 @@
  * SQLite WAL database; docs/benchmarks.md ("Cache layout") has the command
  * and the figures, docs/architecture.md the decision.  Not installed.
  *
- * usage: layout [-m MAX] [-b BATCH] [-r RUNS] [-d] SRC WORK
+ * usage: layout [-m MAX] [-b BATCH] [-t THREADS] [-r RUNS] [-d] SRC WORK
  *   SRC    a directory whose regular files are the bodies (a venv: the
  *          inflated entries of its wheels; __pycache__ is skipped); files of
  *          1..MAX bytes (default 65536), deduplicated by sha256
  *   WORK   emptied, then holds both stores
  *   -b     rows per SQLite transaction (default 1: a fill publishes before
  *          it replies, so a daemon commits per fill)
+ *   -t     filling threads (default 1), as the fill pool publishes in
+ *          parallel: files need no lock, SQLite has one writer at a time
  *   -r     warm read passes (median reported, default 5)
  *   -d     also read with the page cache dropped (root; drops it for the
  *          whole machine)
  *
- * Both stores are filled and read by one thread, in a shuffled order. */
+ * Reads are by one thread, in a shuffled order.  A publish's latency (what
+ * an opener waiting on the fill pays) is reported as median and p99. */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,6 +168,7 @@ static void db_open(struct db *d, const char *path)
 {
 	if (sqlite3_open(path, &d->db) != SQLITE_OK)
 		die("sqlite: open");
+	sqlite3_busy_timeout(d->db, 10000); /* as the catalog */
 	db_exec(d, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
 		   "CREATE TABLE IF NOT EXISTS body(key BLOB PRIMARY KEY, size INTEGER, data BLOB)");
 	if (sqlite3_prepare_v2(d->db, "INSERT OR IGNORE INTO body VALUES (?, ?, ?)", -1, &d->put,
@@ -218,6 +223,86 @@ static void db_get(struct db *d, const struct body *b, uint8_t *buf)
 
 /* --- the study ------------------------------------------------------------ */
 
+/* A fill: threads take batches of the shuffled order; lat[i] is the time
+ * from the start of body i's batch until it was published. */
+struct filler {
+	pthread_t th;
+	const char *fdir, *dbpath; /* one of them */
+	int batch;
+	const size_t *order;
+	size_t *next; /* shared, atomic */
+	double *lat;
+};
+
+static void *fill_thread(void *ud)
+{
+	struct filler *fl = ud;
+	struct db d;
+	if (fl->dbpath)
+		db_open(&d, fl->dbpath);
+	for (;;) {
+		size_t i = __atomic_fetch_add(fl->next, (size_t)fl->batch, __ATOMIC_RELAXED);
+		if (i >= nbodies)
+			break;
+		size_t end = MIN(nbodies, i + (size_t)fl->batch);
+		uint64_t t0 = now_ns();
+		if (fl->dbpath) {
+			db_exec(&d, "BEGIN IMMEDIATE");
+			for (size_t k = i; k < end; k++)
+				db_put(&d, &bodies[fl->order[k]]);
+			db_exec(&d, "COMMIT");
+			for (size_t k = i; k < end; k++)
+				fl->lat[k] = ms_since(t0);
+		} else {
+			for (size_t k = i; k < end; k++) {
+				files_put(fl->fdir, &bodies[fl->order[k]]);
+				fl->lat[k] = ms_since(t0);
+			}
+		}
+	}
+	if (fl->dbpath)
+		db_close(&d);
+	return NULL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Fills one store with threads, then syncs; prints one line. */
+static void fill(const char *label, const char *fdir, const char *dbpath, int batch,
+		 int threads, const size_t *order)
+{
+	struct filler *fl = xcalloc((size_t)threads, sizeof(*fl));
+	double *lat = xmalloc(nbodies * sizeof(*lat));
+	size_t next = 0;
+	if (dbpath) { /* the schema, outside the timing */
+		struct db d;
+		db_open(&d, dbpath);
+		db_close(&d);
+	}
+	sync();
+	uint64_t t0 = now_ns();
+	for (int i = 0; i < threads; i++) {
+		fl[i] = (struct filler){.fdir = fdir, .dbpath = dbpath, .batch = batch,
+					.order = order, .next = &next, .lat = lat};
+		if (pthread_create(&fl[i].th, NULL, fill_thread, &fl[i]))
+			die("pthread_create");
+	}
+	for (int i = 0; i < threads; i++)
+		pthread_join(fl[i].th, NULL);
+	double t = ms_since(t0);
+	sync();
+	double ts = ms_since(t0);
+	qsort(lat, nbodies, sizeof(*lat), cmp_double);
+	printf("  %-28s %8.1f  %8.1f  %8.1f  %8.3f  %8.3f\n", label, t, t * 1e3 / nbodies, ts,
+	       lat[nbodies / 2], lat[nbodies * 99 / 100]);
+	free(lat);
+	free(fl);
+}
+
 enum reader { FILES_OPEN, FILES_READ, DB_READ };
 static const char *const reader_name[] = {
 	"files: open+fstat (fd to FUSE)", "files: open+fstat+pread", "sqlite: select+zstd"};
@@ -236,27 +321,24 @@ static double read_all(enum reader how, const char *fdir, struct db *d, const si
 	return ms_since(t0);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
+#define USAGE "usage: layout [-m MAX] [-b BATCH] [-t THREADS] [-r RUNS] [-d] SRC WORK"
 
 int main(int argc, char **argv)
 {
-	int batch = 1, runs = 5, opt;
+	int batch = 1, threads = 1, runs = 5, opt;
 	bool cold = false;
-	while ((opt = getopt(argc, argv, "m:b:r:d")) != -1) {
+	while ((opt = getopt(argc, argv, "m:b:t:r:d")) != -1) {
 		switch (opt) {
 		case 'm': max_size = strtoull(optarg, NULL, 0); break;
 		case 'b': batch = atoi(optarg); break;
+		case 't': threads = atoi(optarg); break;
 		case 'r': runs = atoi(optarg); break;
 		case 'd': cold = true; break;
-		default: die("usage: layout [-m MAX] [-b BATCH] [-r RUNS] [-d] SRC WORK");
+		default: die(USAGE);
 		}
 	}
-	if (argc - optind != 2 || batch < 1 || runs < 1 || max_size < 1)
-		die("usage: layout [-m MAX] [-b BATCH] [-r RUNS] [-d] SRC WORK");
+	if (argc - optind != 2 || batch < 1 || threads < 1 || runs < 1 || max_size < 1)
+		die(USAGE);
 	const char *src = argv[optind], *work = argv[optind + 1];
 
 	nftw(src, collect, 64, FTW_PHYS | FTW_ACTIONRETVAL);
@@ -290,32 +372,15 @@ int main(int argc, char **argv)
 		die("cannot make WORK");
 
 	/* fill: what the daemon does per body, then the writeback it causes */
-	sync();
-	uint64_t t0 = now_ns();
-	for (size_t i = 0; i < nbodies; i++)
-		files_put(fdir, &bodies[order[i]]);
-	double files_fill = ms_since(t0);
-	sync();
-	double files_sync = ms_since(t0);
-
+	printf("\nfill (%zu bodies, %d thread%s)    total ms   us/body   +sync ms  "
+	       "publish ms: median   p99\n", nbodies, threads, threads > 1 ? "s" : "");
+	fill("files (temp + rename)", fdir, NULL, 1, threads, order);
+	char *label = xasprintf("sqlite (zstd-3, %d/txn)", batch);
+	fill(label, NULL, dbpath, batch, threads, order);
+	free(label);
 	struct db d;
-	t0 = now_ns();
 	db_open(&d, dbpath);
-	for (size_t i = 0; i < nbodies; i += (size_t)batch) {
-		db_exec(&d, "BEGIN IMMEDIATE");
-		for (size_t k = i; k < nbodies && k < i + (size_t)batch; k++)
-			db_put(&d, &bodies[order[k]]);
-		db_exec(&d, "COMMIT");
-	}
-	double db_fill = ms_since(t0);
-	sync();
-	double db_sync = ms_since(t0);
 	db_exec(&d, "PRAGMA wal_checkpoint(TRUNCATE)");
-	printf("\nfill (%zu bodies)            total ms   us/body   +sync ms\n", nbodies);
-	printf("  files (temp + rename)     %8.1f  %8.1f  %8.1f\n", files_fill,
-	       files_fill * 1e3 / nbodies, files_sync);
-	printf("  sqlite (zstd-3, %3d/txn)  %8.1f  %8.1f  %8.1f\n", batch, db_fill,
-	       db_fill * 1e3 / nbodies, db_sync);
 	uint64_t files_du = disk_usage(fdir), db_du = disk_usage(work) - files_du;
 	printf("\ndisk usage: files %.1f MB (bodies/ and its directories), sqlite %.1f MB "
 	       "(checkpointed), logical %.1f MB\n",
