@@ -411,5 +411,13 @@ int main(int argc, char **argv)
 	}
 	db_close(&d);
 	rm_rf(work);
+	for (size_t i = 0; i < nbodies; i++)
+		free(bodies[i].data);
+	free(bodies);
+	free(buf);
+	free(order);
+	free(fdir);
+	free(ftmp);
+	free(dbpath);
 	return 0;
 }
