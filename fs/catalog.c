@@ -236,18 +236,15 @@ out:
 	return r;
 }
 
-int catalog_put(struct catalog *c, const uint8_t sha[32], const char *filename, uint64_t size,
-		const uint8_t *tail, size_t tail_len, const struct wheel_meta *m)
+/* The rows of one wheel, inside the caller's transaction. */
+static int put_rows(struct catalog *c, const uint8_t sha[32], const char *filename,
+		    uint64_t size, const uint8_t *tail, size_t tail_len, const struct wheel_meta *m)
 {
 	int r = 0;
 	size_t zlen;
 	void *z = zstd(tail, tail_len, &zlen);
 	if (!z)
 		return -EIO;
-	if (sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
-		free(z);
-		return sql_err(c, "begin", NULL, 0);
-	}
 	sqlite3_stmt *st = c->put_wheel;
 	sqlite3_bind_blob(st, 1, sha, 32, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, filename, -1, SQLITE_STATIC);
@@ -278,8 +275,85 @@ int catalog_put(struct catalog *c, const uint8_t sha[32], const char *filename, 
 		sqlite3_reset(st);
 		free(zd);
 	}
+	return r;
+}
+
+int catalog_put(struct catalog *c, const uint8_t sha[32], const char *filename, uint64_t size,
+		const uint8_t *tail, size_t tail_len, const struct wheel_meta *m)
+{
+	if (sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+		return sql_err(c, "begin", NULL, 0);
+	int r = put_rows(c, sha, filename, size, tail, tail_len, m);
 	if (sqlite3_exec(c->db, r == 0 ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL) != SQLITE_OK &&
 	    r == 0)
 		r = sql_err(c, "commit", NULL, 0);
 	return r;
+}
+
+/* The rows of a mount's misses are written while its tree is built (the
+ * writer owns the connection and the items' copies of the directory bytes;
+ * the metas stay the caller's), in one transaction: one WAL append instead
+ * of one per wheel. */
+struct catalog_writer {
+	struct catalog *c;
+	struct catalog_item *items;
+	size_t n;
+	pthread_t thread;
+	bool threaded;
+};
+
+static void *writer_main(void *arg)
+{
+	struct catalog_writer *w = arg;
+	uint64_t t0 = now_ns();
+	struct catalog *c = w->c;
+	int r = 0;
+	const char *name = "";
+	if (sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+		r = sql_err(c, "begin", NULL, 0);
+	} else {
+		for (size_t i = 0; r == 0 && i < w->n; i++) {
+			struct catalog_item *it = &w->items[i];
+			name = it->filename;
+			r = put_rows(c, it->key, it->filename, it->size, it->tail, it->tail_len,
+				     it->meta);
+		}
+		if (sqlite3_exec(c->db, r == 0 ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL) !=
+			    SQLITE_OK &&
+		    r == 0)
+			r = sql_err(c, "commit", NULL, 0);
+	}
+	if (r < 0)
+		log_warn("cannot store %zu wheels in the catalog (%s; at \"%s\"), ignoring", w->n,
+			 strerror(-r), name);
+	w->c = catalog_close(w->c);
+	log_debug(LOG_CAT_SQL, "catalog: %zu wheels stored in %.1f ms", w->n,
+		  (now_ns() - t0) / 1e6);
+	return NULL;
+}
+
+struct catalog_writer *catalog_write_async(struct catalog *c, struct catalog_item *items,
+					   size_t n)
+{
+	struct catalog_writer *w = xcalloc(1, sizeof(*w));
+	w->c = c;
+	w->items = items;
+	w->n = n;
+	w->threaded = pthread_create(&w->thread, NULL, writer_main, w) == 0;
+	if (!w->threaded)
+		writer_main(w);
+	return w;
+}
+
+struct catalog_writer *catalog_writer_join(struct catalog_writer *w)
+{
+	if (!w)
+		return NULL;
+	if (w->threaded)
+		pthread_join(w->thread, NULL);
+	for (size_t i = 0; i < w->n; i++)
+		free(w->items[i].tail);
+	free(w->items);
+	free(w);
+	return NULL;
 }

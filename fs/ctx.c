@@ -45,9 +45,11 @@ int fs_prepare(const struct fs_config *cfg, struct fs_ctx **ret, char *err, size
 		else
 			free(p);
 	}
+	log_trace("prepare: cache and engine ready");
 	r = wheel_load_all(ctx, err, errlen);
 	if (r < 0)
 		goto fail;
+	log_trace("prepare: metadata loaded");
 
 	for (size_t i = 0; i < cfg->nwheels; i++)
 		ctx->twheels[i] = (struct tree_wheel){cfg->wheels[i].filename,
@@ -62,6 +64,11 @@ int fs_prepare(const struct fs_config *cfg, struct fs_ctx **ret, char *err, size
 	r = tree_build(&topts, ctx->twheels, cfg->nwheels, &ctx->tree, err, errlen);
 	if (r < 0)
 		goto fail;
+	log_trace("prepare: tree built (%zu nodes)", ctx->tree->n);
+	/* the catalog rows were written meanwhile: a mount that is visible has
+	 * stored what it fetched, for the next one */
+	ctx->catalog_writer = catalog_writer_join(ctx->catalog_writer);
+	log_trace("prepare: catalog written");
 	for (size_t w = 0; w < cfg->nwheels; w++) {
 		size_t ne = ctx->wheels[w].meta.cd ? ctx->wheels[w].meta.cd->n : 0;
 		ctx->wheels[w].entry_node = xmalloc((ne ? ne : 1) * sizeof(uint32_t));
@@ -109,6 +116,7 @@ struct fs_ctx *fs_free(struct fs_ctx *ctx)
 	if (!ctx)
 		return NULL;
 	ctx->profile = profile_close(ctx->profile); /* uses the engine and the cache */
+	ctx->catalog_writer = catalog_writer_join(ctx->catalog_writer); /* reads the metas */
 	ctx->http = http_engine_free(ctx->http);
 	ctx->pyc = pyc_free(ctx->pyc);
 	for (size_t i = 0; ctx->wheels && i < ctx->cfg.nwheels; i++) {

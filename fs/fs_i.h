@@ -25,6 +25,23 @@ int catalog_get(struct catalog *c, const uint8_t sha[32], uint64_t size, struct 
  * directory and end records) and the kept small files. Returns 0 or -errno. */
 int catalog_put(struct catalog *c, const uint8_t sha[32], const char *filename, uint64_t size,
 		const uint8_t *tail, size_t tail_len, const struct wheel_meta *m);
+/* catalog_put of each item on a thread of its own, then catalog_close: the
+ * mount goes on while the rows are written.  Takes c, items and each item's
+ * tail (malloc'd); filename and meta are borrowed until catalog_writer_join,
+ * which waits for the writes and frees what was taken.  Failures are logged
+ * warnings (the next mount fetches again). */
+struct catalog_item {
+	uint8_t key[32];
+	const char *filename;
+	uint64_t size;
+	uint8_t *tail; /* bytes [size - tail_len, size): central directory and end records */
+	size_t tail_len;
+	const struct wheel_meta *meta;
+};
+struct catalog_writer;
+struct catalog_writer *catalog_write_async(struct catalog *c, struct catalog_item *items,
+					   size_t n);
+struct catalog_writer *catalog_writer_join(struct catalog_writer *w);
 
 /* --- wheel.c: reading byte ranges of a wheel, wherever it is. */
 struct wheel_src {
@@ -51,6 +68,7 @@ struct fs_ctx {
 	uint64_t stream_min;     /* SITEFS_STREAM_MIN: bodies this big are streamed (0: never) */
 	struct profile *profile; /* NULL: no --profile */
 	struct fs_prepare_stats stats;
+	struct catalog_writer *catalog_writer; /* rows of this mount's misses, until joined */
 };
 
 /* Metadata read by range requests cannot be checked against the lock's
@@ -58,6 +76,8 @@ struct fs_ctx {
  * sha256 *and* where it came from: a lock that pairs a known sha256 with
  * another URL cannot plant its files under the real wheel's key. */
 void wheel_catalog_key(const uint8_t sha[32], const char *url, uint8_t ret[32]);
+/* Length of the first metadata request of a wheel of size bytes. */
+uint64_t wheel_tail_len(uint64_t size);
 
 /* Loads metadata for all wheels (catalog first, then parallel range
  * requests), filling ctx->wheels[i].meta. Returns 0 or -errno + message. */

@@ -1,13 +1,17 @@
 /* wheel: byte ranges of wheels, and loading their metadata in waves of
  * parallel range requests.
  *
- * Metadata of an uncached wheel costs one request for the last 64 KiB
- * (explicit start from the lock's size: no HEAD, no suffix range), one more
- * if the central directory starts earlier, and rarely one per kept member
- * (RECORD, WHEEL, ...) that lies outside the tail.  Each wave is submitted
- * at once to the fetch engine, so ~50 wheels cost ~1-3 round trips. */
+ * Metadata of an uncached wheel costs one request for its tail (explicit
+ * start from the lock's size: no HEAD, no suffix range), sized from the
+ * wheel's size (wheel_tail_len) so that one answer usually holds the central
+ * directory and the dist-info before it.  When the central directory starts
+ * earlier, one more request covers it and, by a guess from its size, the
+ * kept members (RECORD, WHEEL, ...) in front of it; only kept members still
+ * missing then cost a third.  Each wave is submitted at once to the fetch
+ * engine, so ~50 wheels cost 1-2 round trips, rarely 3. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -21,6 +25,28 @@
 #include "fs/fs_i.h"
 
 #define KEPT_FILE_MAX (64u << 20) /* bound on a kept member (RECORD of a huge wheel) */
+
+/* The first request's length: 1/50 of the wheel, between 64 KiB and 1 MiB.
+ * A central directory is ~0.4-2% of a wheel and the dist-info in front of it
+ * (RECORD compresses to about half the central directory's size) as much
+ * again, so 2% keeps most wheels to one request while adding ~15% to the
+ * bytes of 64 KiB tails (measured on the benchmark's 49 wheels; many-small-
+ * file wheels such as jedi, 13%, still need a second). */
+#define TAIL_FRACTION 50
+#define TAIL_MAX (1u << 20)
+uint64_t wheel_tail_len(uint64_t size)
+{
+	uint64_t t = size / TAIL_FRACTION;
+	t = MAX(t, (uint64_t)ZIPCD_TAIL_SIZE);
+	t = MIN(t, (uint64_t)TAIL_MAX);
+	return MIN(t, size);
+}
+
+/* Wave 2 asks for the central directory and, in front of it, this much
+ * more for the dist-info that usually sits there: the directory's length
+ * again (RECORD's share) plus 64 KiB (METADATA, WHEEL, entry points). */
+#define KEPT_GUESS_EXTRA (64u << 10)
+#define KEPT_SPAN_MAX (8u << 20) /* widest guess, and widest wave-3 range */
 
 void wheel_catalog_key(const uint8_t sha[32], const char *url, uint8_t ret[32])
 {
@@ -228,18 +254,45 @@ struct mload {
 	struct buf kept;   /* wave 3: one range covering kept members outside the tail */
 	uint64_t kept_off;
 	struct http_req req;
-	char *tmp;         /* full_fd file of the first request */
+	struct cache *cache;
+	char *tmp;         /* full_fd file of the first request, made by tail_full_open */
 	int tmpfd;
 	struct zip_cd *cd;
+	char msg[256];     /* why the zip directory could not be read */
+	int stage;         /* what m->req asks for next */
+	int dir_rounds;    /* requests for bytes in front of the tail */
 };
 
-static void wave_wait(struct fs_ctx *ctx, struct http_req **reqs, int *rs, size_t n)
+enum { ML_TAIL, ML_DIR, ML_KEPT, ML_DONE };
+
+static struct mload *mload_of(struct http_req *req)
 {
+	return (struct mload *)((char *)req - offsetof(struct mload, req));
+}
+
+/* A server that ignores Range sends the whole wheel to the tail request:
+ * keep it, as a download (engine thread; the file is made only then). */
+static int tail_full_open(struct http_req *req)
+{
+	struct mload *m = mload_of(req);
+	if (m->tmpfd < 0)
+		m->tmpfd = cache_tmpfile(m->cache, &m->tmp);
+	return m->tmpfd < 0 ? -1 : m->tmpfd;
+}
+
+static void wave_wait(struct fs_ctx *ctx, const char *what, struct http_req **reqs, int *rs,
+		      size_t n)
+{
+	uint64_t bytes = 0;
+	log_trace("metadata: %s: %zu requests", what, n);
 	for (size_t i = 0; i < n; i++)
 		rs[i] = http_submit(ctx->http, reqs[i]);
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		if (rs[i] == 0)
 			rs[i] = http_wait(reqs[i]);
+		bytes += reqs[i]->wire_bytes;
+	}
+	log_trace("metadata: %s: done (%llu bytes received)", what, (unsigned long long)bytes);
 }
 
 /* "wheel NAME (URL): what went wrong", credentials redacted. */
@@ -279,7 +332,6 @@ static bool is_kept(const struct zip_entry *e)
 
 /* Kept members outside the tail usually sit together (some wheels put the
  * dist-info first): one range covering them all, if it is not too wide. */
-#define KEPT_SPAN_MAX (8u << 20)
 static bool plan_kept_range(struct mload *ml)
 {
 	const struct zip_cd *cd = ml->w->meta.cd;
@@ -301,6 +353,26 @@ static bool plan_kept_range(struct mload *ml)
 				    .off = lo, .len = hi - lo, .sink = sink_buf, .ud = &ml->kept,
 				    .full_fd = -1};
 	return true;
+}
+
+/* Parses the bytes in hand, [tail_off, size), into m->cd: 0.  When the
+ * central directory (or a zip64 record) starts earlier: plans m->req for the
+ * bytes in front, with the guess at the dist-info, and returns 1.  Else
+ * -errno and m->msg. */
+static int parse_or_plan(struct mload *m)
+{
+	uint64_t size = m->w->spec->size, need;
+	int q = zipcd_parse(m->tail.data, m->tail.len, m->tail_off, size, &m->cd, &need, m->msg,
+			    sizeof(m->msg));
+	if (q != -EAGAIN)
+		return q;
+	uint64_t guess = MIN((size - need) + KEPT_GUESS_EXTRA, (uint64_t)KEPT_SPAN_MAX);
+	m->need_off = need > guess ? need - guess : 0;
+	const struct wheel_src *w = m->w;
+	m->req = (struct http_req){.url = w->local_path ? w->local_path : w->spec->url,
+				   .off = m->need_off, .len = m->tail_off - m->need_off,
+				   .sink = sink_buf, .ud = &m->extra, .full_fd = -1};
+	return 1;
 }
 
 /* Decodes the kept members (RECORD, WHEEL, ... and .data/scripts) of one
@@ -379,6 +451,89 @@ static int cmp_file(const void *a, const void *b)
 	return strcmp(((const struct wheel_file *)a)->name, ((const struct wheel_file *)b)->name);
 }
 
+/* One wheel's answer of the current round: checks it and plans the next
+ * request (m->stage), or ends (ML_DONE).  -errno with err set when the mount
+ * cannot go on. */
+static int ml_step(struct fs_ctx *ctx, struct mload *m, int res, char *err, size_t errlen)
+{
+	struct wheel_src *w = m->w;
+	int stage = m->stage;
+	m->stage = ML_DONE;
+	if (stage == ML_KEPT) {
+		if (res < 0) /* not fatal: load_kept_files asks again */
+			buf_free(&m->kept);
+		return 0;
+	}
+	if (m->tmpfd >= 0) {
+		close(m->tmpfd);
+		m->tmpfd = -1;
+	}
+	if (res < 0) {
+		fetch_error(w, &m->req, err, errlen);
+		return res;
+	}
+	if (stage == ML_TAIL) {
+		if (m->req.resource_size && m->req.resource_size != w->spec->size) {
+			snprintf(err, errlen, "wheel \"%s\" (%s): the server's file has %llu bytes, "
+				 "the lock says %llu", w->spec->filename, w->spec->url,
+				 (unsigned long long)m->req.resource_size,
+				 (unsigned long long)w->spec->size);
+			return -EBADMSG;
+		}
+		if (m->req.range_ignored && m->tmp) {
+			/* the server sent the whole wheel: check it now, as a download */
+			char *path;
+			int q = adopt_whole_wheel(ctx, w, m->tmp, &path);
+			m->tmp = NULL;
+			if (q < 0) {
+				snprintf(err, errlen, "wheel \"%s\": the file served does not match "
+					 "the lock's sha256", w->spec->filename);
+				return q;
+			}
+			pthread_mutex_lock(&w->lock);
+			free(w->local_path);
+			w->local_path = path;
+			pthread_mutex_unlock(&w->lock);
+		} else if (m->tail_off == 0) {
+			/* a small wheel: the tail is the whole file, so check it */
+			uint8_t got[32];
+			sha256_buf(m->tail.data, m->tail.len, got);
+			if (memcmp(got, w->spec->sha256, 32)) {
+				snprintf(err, errlen, "wheel \"%s\" (%s): does not match the lock's "
+					 "sha256", w->spec->filename, w->spec->url);
+				return -EBADMSG;
+			}
+		}
+	} else { /* ML_DIR: the bytes in front of the tail */
+		buf_append(&m->extra, m->tail.data, m->tail.len);
+		buf_free(&m->tail);
+		m->tail = m->extra;
+		buf_init(&m->extra);
+		m->tail_off = m->need_off;
+	}
+	int q = parse_or_plan(m);
+	if (q > 0 && ++m->dir_rounds > 2) {
+		/* zip64 records may point back once; a third time is a lie */
+		snprintf(err, errlen, "wheel \"%s\" (%s): central directory moves",
+			 w->spec->filename, w->spec->url);
+		return -EBADMSG;
+	}
+	if (q > 0) {
+		m->stage = ML_DIR;
+		return 0;
+	}
+	if (q < 0) {
+		snprintf(err, errlen, "wheel \"%s\" (%s): %s", w->spec->filename, w->spec->url,
+			 m->msg);
+		return q;
+	}
+	w->meta.cd = m->cd;
+	m->cd = NULL;
+	if (plan_kept_range(m))
+		m->stage = ML_KEPT;
+	return 0;
+}
+
 int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen)
 {
 	struct catalog *cat;
@@ -387,6 +542,7 @@ int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen)
 	free(dbpath);
 	if (r < 0)
 		return r;
+	log_trace("metadata: catalog open");
 
 	size_t n = ctx->cfg.nwheels, np = 0;
 	struct mload *ml = xcalloc(n, sizeof(*ml));
@@ -412,133 +568,49 @@ int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen)
 		buf_init(&m->kept);
 	}
 
-	/* Wave 1: the tail of every uncached wheel. */
+	log_trace("metadata: %zu wheels, %zu from the catalog", n, n - np);
+	/* Round 1 asks for every tail; each later round asks, for every wheel
+	 * still short of something, for its next range: the central directory
+	 * with the guess in front of it, or the kept members still missing.  A
+	 * wheel's steps are sequential, different wheels' are not: one wheel
+	 * waiting for its directory does not hold back another's members. */
 	for (size_t k = 0; k < np; k++) {
 		struct mload *m = &ml[k];
 		uint64_t size = m->w->spec->size;
-		m->tail_off = size > ZIPCD_TAIL_SIZE ? size - ZIPCD_TAIL_SIZE : 0;
-		if (is_remote(m->w->spec))
-			m->tmpfd = cache_tmpfile(ctx->cache, &m->tmp);
+		m->tail_off = size - wheel_tail_len(size);
+		m->cache = ctx->cache;
 		m->req = (struct http_req){.url = m->w->spec->url, .off = m->tail_off,
 					   .len = size - m->tail_off, .sink = sink_buf,
-					   .ud = &m->tail, .full_fd = m->tmpfd};
-		reqs[k] = &m->req;
+					   .ud = &m->tail, .full_fd = -1,
+					   .full_open = is_remote(m->w->spec) ? tail_full_open : NULL};
+		m->stage = ML_TAIL;
 	}
-	wave_wait(ctx, reqs, rs, np);
-
 	r = 0;
-	size_t nextra = 0;
-	for (size_t k = 0; k < np && r == 0; k++) {
-		struct mload *m = &ml[k];
-		if (m->tmpfd >= 0) {
-			close(m->tmpfd);
-			m->tmpfd = -1;
-		}
-		if (rs[k] < 0) {
-			fetch_error(m->w, &m->req, err, errlen);
-			r = rs[k];
+	for (int round = 1; r == 0; round++) {
+		size_t nr = 0, nst[ML_DONE] = {0};
+		for (size_t k = 0; k < np; k++)
+			if (ml[k].stage != ML_DONE) {
+				reqs[nr++] = &ml[k].req;
+				nst[ml[k].stage]++;
+			}
+		if (!nr)
 			break;
-		}
-		if (m->req.resource_size && m->req.resource_size != m->w->spec->size) {
-			snprintf(err, errlen, "wheel \"%s\" (%s): the server's file has %llu bytes, "
-				 "the lock says %llu", m->w->spec->filename, m->w->spec->url,
-				 (unsigned long long)m->req.resource_size,
-				 (unsigned long long)m->w->spec->size);
-			r = -EBADMSG;
-			break;
-		}
-		if (m->req.range_ignored && m->tmp) {
-			/* the server sent the whole wheel: check it now, as a download */
-			char *path;
-			int q = adopt_whole_wheel(ctx, m->w, m->tmp, &path);
-			m->tmp = NULL;
-			if (q < 0) {
-				snprintf(err, errlen, "wheel \"%s\": the file served does not match "
-					 "the lock's sha256", m->w->spec->filename);
+		char what[128];
+		snprintf(what, sizeof(what), "round %d (%zu tails, %zu directories, %zu kept)", round,
+			 nst[ML_TAIL], nst[ML_DIR], nst[ML_KEPT]);
+		wave_wait(ctx, what, reqs, rs, nr);
+		for (size_t j = 0; j < nr; j++) {
+			struct mload *m = mload_of(reqs[j]);
+			int q = ml_step(ctx, m, rs[j], err, errlen);
+			if (q < 0 && r == 0)
 				r = q;
-				break;
-			}
-			pthread_mutex_lock(&m->w->lock);
-			free(m->w->local_path);
-			m->w->local_path = path;
-			pthread_mutex_unlock(&m->w->lock);
-		} else if (m->tail_off == 0) {
-			/* a small wheel: the tail is the whole file, so check it */
-			uint8_t got[32];
-			sha256_buf(m->tail.data, m->tail.len, got);
-			if (memcmp(got, m->w->spec->sha256, 32)) {
-				snprintf(err, errlen, "wheel \"%s\" (%s): does not match the lock's "
-					 "sha256", m->w->spec->filename, m->w->spec->url);
-				r = -EBADMSG;
-				break;
-			}
-		}
-		char msg[256];
-		int q = zipcd_parse(m->tail.data, m->tail.len, m->tail_off, m->w->spec->size,
-				    &m->cd, &m->need_off, msg, sizeof(msg));
-		if (q == -EAGAIN) {
-			const char *url = m->w->local_path ? m->w->local_path : m->w->spec->url;
-			m->req = (struct http_req){.url = url, .off = m->need_off,
-						   .len = m->tail_off - m->need_off,
-						   .sink = sink_buf, .ud = &m->extra, .full_fd = -1};
-			reqs[nextra++] = &m->req;
-		} else if (q < 0) {
-			snprintf(err, errlen, "wheel \"%s\" (%s): %s", m->w->spec->filename,
-				 m->w->spec->url, msg);
-			r = q;
 		}
 	}
 
-	/* Wave 2: central directories longer than the tail. */
-	if (r == 0 && nextra) {
-		wave_wait(ctx, reqs, rs, nextra);
-		for (size_t k = 0; k < np && r == 0; k++) {
-			struct mload *m = &ml[k];
-			if (m->cd)
-				continue;
-			size_t j;
-			for (j = 0; j < nextra && reqs[j] != &m->req; j++)
-				;
-			if (rs[j] < 0) {
-				fetch_error(m->w, &m->req, err, errlen);
-				r = rs[j];
-				break;
-			}
-			buf_append(&m->extra, m->tail.data, m->tail.len);
-			buf_free(&m->tail);
-			m->tail = m->extra;
-			buf_init(&m->extra);
-			m->tail_off = m->need_off;
-			char msg[256];
-			uint64_t need;
-			int q = zipcd_parse(m->tail.data, m->tail.len, m->tail_off,
-					    m->w->spec->size, &m->cd, &need, msg, sizeof(msg));
-			if (q < 0) {
-				snprintf(err, errlen, "wheel \"%s\" (%s): %s",
-					 m->w->spec->filename, m->w->spec->url,
-					 q == -EAGAIN ? "central directory moves" : msg);
-				r = -EBADMSG;
-			}
-		}
-	}
-
-	/* Wave 3: kept members outside the tail, one covering range per wheel. */
-	size_t nkept = 0;
-	for (size_t k = 0; k < np && r == 0; k++) {
-		struct mload *m = &ml[k];
-		m->w->meta.cd = m->cd;
-		m->cd = NULL;
-		if (plan_kept_range(m))
-			reqs[nkept++] = &m->req;
-	}
-	if (r == 0 && nkept) {
-		wave_wait(ctx, reqs, rs, nkept);
-		for (size_t j = 0; j < nkept; j++)
-			if (rs[j] < 0) /* not fatal: load_kept_files asks again */
-				buf_free(reqs[j]->ud);
-	}
-
-	/* Decode kept members, then one transaction per wheel into the catalog. */
+	log_trace("metadata: zip directories parsed");
+	/* Decode kept members; the catalog rows are written on the side. */
+	struct catalog_item *items = xcalloc(np ? np : 1, sizeof(*items));
+	size_t nitems = 0;
 	for (size_t k = 0; k < np && r == 0; k++) {
 		struct mload *m = &ml[k];
 		r = load_kept_files(ctx, m, err, errlen);
@@ -546,14 +618,23 @@ int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen)
 			break;
 		qsort(m->w->meta.files, m->w->meta.nfiles, sizeof(struct wheel_file), cmp_file);
 		uint64_t cd_off = m->w->meta.cd->cd_off;
-		int q = catalog_put(cat, m->w->key, m->w->spec->filename,
-				    m->w->spec->size, m->tail.data + (cd_off - m->tail_off),
-				    (size_t)(m->w->spec->size - cd_off), &m->w->meta);
-		if (q < 0)
-			log_warn("cannot store \"%s\" in the catalog (%s), ignoring",
-				 m->w->spec->filename, strerror(-q));
+		size_t len = (size_t)(m->w->spec->size - cd_off);
+		struct catalog_item *it = &items[nitems++];
+		memcpy(it->key, m->w->key, 32);
+		it->filename = m->w->spec->filename;
+		it->size = m->w->spec->size;
+		it->tail = xmalloc(len ? len : 1);
+		memcpy(it->tail, m->tail.data + (cd_off - m->tail_off), len);
+		it->tail_len = len;
+		it->meta = &m->w->meta;
 	}
-
+	if (nitems) {
+		ctx->catalog_writer = catalog_write_async(cat, items, nitems);
+	} else {
+		free(items);
+		catalog_close(cat);
+	}
+	log_trace("metadata: kept members decoded");
 	for (size_t k = 0; k < np; k++) {
 		struct mload *m = &ml[k];
 		buf_free(&m->tail);
@@ -570,6 +651,5 @@ int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen)
 	free(ml);
 	free(reqs);
 	free(rs);
-	catalog_close(cat);
 	return r;
 }

@@ -147,6 +147,7 @@ int cmd_mount(int argc, char **argv)
 	char mnt[PATH_MAX];
 	char *state_path = NULL, *fuse_opts = NULL, *profile = NULL;
 	uint64_t t0 = now_ns();
+	log_trace("mount: start");
 
 	struct stat st;
 	if (!realpath(mnt_arg, mnt) || stat(mnt, &st) < 0) {
@@ -204,12 +205,14 @@ int cmd_mount(int argc, char **argv)
 		fprintf(stderr, "sitefs mount: %s\n", err[0] ? err : strerror(-r));
 		goto out;
 	}
+	log_trace("mount: lock parsed");
 	r = interp_query(arg_python, cache_dir, &ip, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "sitefs mount: interpreter \"%s\": %s\n", arg_python,
 			err[0] ? err : strerror(-r));
 		goto out;
 	}
+	log_trace("mount: interpreter known");
 	r = lockplan_build(lf, ip, &wheels, &nwheels, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "sitefs mount: %s\n", err);
@@ -271,6 +274,7 @@ int cmd_mount(int argc, char **argv)
 			(unsigned long long)ps.wire_bytes, t->nfiles, t->body_bytes / 1e6,
 			(now_ns() - t0) / 1e6);
 	}
+	log_trace("mount: prepared, mounting");
 	r = fs_serve(ctx, mnt, fuse_opts ? fuse_opts : arg_fuse_opts, arg_debug,
 		     arg_foreground ? -1 : pfd[1]);
 	ret = r < 0 ? 1 : 0;
