@@ -90,8 +90,13 @@ void log_trace(const char *fmt, ...)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	double ms = (double)(ts.tv_sec - log_t0.tv_sec) * 1e3 +
 		    (double)(ts.tv_nsec - log_t0.tv_nsec) / 1e6;
+	/* and the calling thread's CPU time: local work measured apart from
+	 * what other processes take from it */
+	struct timespec cpu;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
 	char line[512];
-	int n = snprintf(line, sizeof(line), "sitefs: trace: %+9.3f ", ms);
+	int n = snprintf(line, sizeof(line), "sitefs: trace: %+9.3f (cpu %7.3f) ", ms,
+			 (double)cpu.tv_sec * 1e3 + (double)cpu.tv_nsec / 1e6);
 	va_list ap;
 	va_start(ap, fmt);
 	int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
