@@ -22,6 +22,9 @@
 struct catalog {
 	sqlite3 *db;
 	sqlite3_stmt *get_wheel, *get_members, *put_wheel, *put_member;
+	ZSTD_CCtx *zc; /* kept between puts: a context per call costs more than
+			* compressing a small member */
+	ZSTD_DCtx *zd;
 };
 
 /* sha256 is the catalog key (wheel_catalog_key: the wheel's sha256 and URL). */
@@ -135,17 +138,21 @@ struct catalog *catalog_close(struct catalog *c)
 	sqlite3_finalize(c->put_wheel);
 	sqlite3_finalize(c->put_member);
 	sqlite3_close(c->db);
+	ZSTD_freeCCtx(c->zc);
+	ZSTD_freeDCtx(c->zd);
 	free(c);
 	return NULL;
 }
 
 /* Decompresses a zstd column of known original length; NULL if corrupt. */
-static uint8_t *unzstd(const void *src, size_t srclen, size_t len)
+static uint8_t *unzstd(struct catalog *c, const void *src, size_t srclen, size_t len)
 {
 	if (len > CATALOG_MAX_BLOB)
 		return NULL;
 	uint8_t *out = xmalloc(len + 1);
-	size_t n = ZSTD_decompress(out, len, src, srclen);
+	if (!c->zd)
+		c->zd = ZSTD_createDCtx();
+	size_t n = c->zd ? ZSTD_decompressDCtx(c->zd, out, len, src, srclen) : (size_t)-1;
 	if (ZSTD_isError(n) || n != len) {
 		free(out);
 		return NULL;
@@ -154,11 +161,13 @@ static uint8_t *unzstd(const void *src, size_t srclen, size_t len)
 	return out;
 }
 
-static void *zstd(const void *src, size_t len, size_t *ret_len)
+static void *zstd(struct catalog *c, const void *src, size_t len, size_t *ret_len)
 {
 	size_t cap = ZSTD_compressBound(len);
 	void *out = xmalloc(cap);
-	size_t n = ZSTD_compress(out, cap, src, len, 3);
+	if (!c->zc)
+		c->zc = ZSTD_createCCtx();
+	size_t n = c->zc ? ZSTD_compressCCtx(c->zc, out, cap, src, len, 1) : (size_t)-1;
 	if (ZSTD_isError(n)) {
 		free(out);
 		return NULL;
@@ -185,7 +194,7 @@ int catalog_get(struct catalog *c, const uint8_t sha[32], uint64_t size, struct 
 	uint64_t cd_off = (uint64_t)sqlite3_column_int64(st, 1);
 	uint64_t tail_len = (uint64_t)sqlite3_column_int64(st, 2);
 	if (rsize != size || cd_off > size || size - cd_off != tail_len ||
-	    !(tail = unzstd(sqlite3_column_blob(st, 3), (size_t)sqlite3_column_bytes(st, 3),
+	    !(tail = unzstd(c, sqlite3_column_blob(st, 3), (size_t)sqlite3_column_bytes(st, 3),
 			    (size_t)tail_len))) {
 		sqlite3_reset(st);
 		log_debug(LOG_CAT_SQL, "catalog row for a wheel of size %llu is corrupt",
@@ -209,7 +218,7 @@ int catalog_get(struct catalog *c, const uint8_t sha[32], uint64_t size, struct 
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const char *name = (const char *)sqlite3_column_text(st, 0);
 		size_t len = (size_t)sqlite3_column_int64(st, 1);
-		uint8_t *data = unzstd(sqlite3_column_blob(st, 2),
+		uint8_t *data = unzstd(c, sqlite3_column_blob(st, 2),
 				       (size_t)sqlite3_column_bytes(st, 2), len);
 		if (!name || !data) {
 			free(data);
@@ -242,7 +251,7 @@ static int put_rows(struct catalog *c, const uint8_t sha[32], const char *filena
 {
 	int r = 0;
 	size_t zlen;
-	void *z = zstd(tail, tail_len, &zlen);
+	void *z = zstd(c, tail, tail_len, &zlen);
 	if (!z)
 		return -EIO;
 	sqlite3_stmt *st = c->put_wheel;
@@ -260,7 +269,7 @@ static int put_rows(struct catalog *c, const uint8_t sha[32], const char *filena
 
 	for (size_t i = 0; r == 0 && i < m->nfiles; i++) {
 		const struct wheel_file *f = &m->files[i];
-		void *zd = zstd(f->data, f->len, &zlen);
+		void *zd = zstd(c, f->data, f->len, &zlen);
 		if (!zd) {
 			r = -EIO;
 			break;
@@ -327,6 +336,7 @@ static void *writer_main(void *arg)
 		log_warn("cannot store %zu wheels in the catalog (%s; at \"%s\"), ignoring", w->n,
 			 strerror(-r), name);
 	w->c = catalog_close(w->c);
+	log_trace("catalog: %zu wheels stored (writer thread)", w->n);
 	log_debug(LOG_CAT_SQL, "catalog: %zu wheels stored in %.1f ms", w->n,
 		  (now_ns() - t0) / 1e6);
 	return NULL;
