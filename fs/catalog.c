@@ -21,7 +21,7 @@
 
 struct catalog {
 	sqlite3 *db;
-	sqlite3_stmt *get_wheel, *get_members, *put_wheel, *put_member;
+	sqlite3_stmt *get_wheel, *get_members, *put_wheel, *put_member, *has_wheel;
 	ZSTD_CCtx *zc; /* kept between puts: a context per call costs more than
 			* compressing a small member */
 	ZSTD_DCtx *zd;
@@ -118,7 +118,9 @@ int catalog_open(const char *path, struct catalog **ret, char *err, size_t errle
 			       "INSERT OR IGNORE INTO wheel VALUES (?, ?, ?, ?, ?, ?, ?)", -1,
 			       &c->put_wheel, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(c->db, "INSERT OR IGNORE INTO member VALUES (?, ?, ?, ?)", -1,
-			       &c->put_member, NULL) != SQLITE_OK) {
+			       &c->put_member, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(c->db, "SELECT 1 FROM wheel WHERE sha256 = ? AND size = ?", -1,
+			       &c->has_wheel, NULL) != SQLITE_OK) {
 		r = sql_err(c, "prepare", err, errlen);
 		goto fail;
 	}
@@ -134,6 +136,7 @@ struct catalog *catalog_close(struct catalog *c)
 	if (!c)
 		return NULL;
 	sqlite3_finalize(c->get_wheel);
+	sqlite3_finalize(c->has_wheel);
 	sqlite3_finalize(c->get_members);
 	sqlite3_finalize(c->put_wheel);
 	sqlite3_finalize(c->put_member);
@@ -285,6 +288,16 @@ static int put_rows(struct catalog *c, const uint8_t sha[32], const char *filena
 		free(zd);
 	}
 	return r;
+}
+
+bool catalog_has(struct catalog *c, const uint8_t sha[32], uint64_t size)
+{
+	sqlite3_stmt *st = c->has_wheel;
+	sqlite3_bind_blob(st, 1, sha, 32, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
+	bool found = sqlite3_step(st) == SQLITE_ROW;
+	sqlite3_reset(st);
+	return found;
 }
 
 int catalog_put(struct catalog *c, const uint8_t sha[32], const char *filename, uint64_t size,

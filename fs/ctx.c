@@ -10,26 +10,89 @@
 #include "fetch/util/util.h"
 #include "fs/fs_i.h"
 
+struct fs_early {
+	struct cache *cache;
+	struct http_engine *http;
+	struct catalog *cat;
+	struct wheel_prefetch *pf;
+};
+
+static int open_cache(const char *dir, struct cache **ret, char *err, size_t errlen)
+{
+	int r = mkdir_p(dir, 0755);
+	if (r == 0)
+		r = cache_open(dir, ret);
+	if (r < 0)
+		snprintf(err, errlen, "cache directory \"%s\": %s", dir, strerror(-r));
+	return r;
+}
+
+static struct http_engine *start_engine(char *err, size_t errlen)
+{
+	struct http_engine *e = http_engine_new(NULL);
+	if (!e)
+		snprintf(err, errlen, "cannot start the fetch engine");
+	return e;
+}
+
+int fs_early_start(const char *cache_dir, const struct fs_wheel *guess, size_t n,
+		   struct fs_early **ret, char *err, size_t errlen)
+{
+	struct fs_early *e = xcalloc(1, sizeof(*e));
+	int r = open_cache(cache_dir, &e->cache, err, errlen);
+	if (r == 0 && !(e->http = start_engine(err, errlen)))
+		r = -EIO;
+	if (r == 0) {
+		char *dbpath = xasprintf("%s/catalog.db", cache_dir);
+		r = catalog_open(dbpath, &e->cat, err, errlen);
+		free(dbpath);
+	}
+	if (r < 0) {
+		fs_early_free(e);
+		return r;
+	}
+	e->pf = wheel_prefetch_start(e->http, e->cache, e->cat, guess, n);
+	*ret = e;
+	return 0;
+}
+
+struct fs_early *fs_early_free(struct fs_early *e)
+{
+	if (!e)
+		return NULL;
+	e->pf = wheel_prefetch_free(e->pf); /* before the engine stops */
+	e->http = http_engine_free(e->http);
+	e->cat = catalog_close(e->cat);
+	cache_close(e->cache);
+	free(e);
+	return NULL;
+}
+
 int fs_prepare(const struct fs_config *cfg, struct fs_ctx **ret, char *err, size_t errlen)
 {
 	uint64_t t0 = now_ns();
 	struct fs_ctx *ctx = xcalloc(1, sizeof(*ctx));
+	struct fs_early *early = cfg->early;
 	int r;
 
 	ctx->cfg = *cfg;
+	ctx->cfg.early = NULL;
 	ctx->cache_dir = xstrdup(cfg->cache_dir);
-	r = mkdir_p(ctx->cache_dir, 0755);
-	if (r == 0)
-		r = cache_open(ctx->cache_dir, &ctx->cache);
-	if (r < 0) {
-		snprintf(err, errlen, "cache directory \"%s\": %s", ctx->cache_dir, strerror(-r));
-		goto fail;
-	}
-	ctx->http = http_engine_new(NULL);
-	if (!ctx->http) {
-		snprintf(err, errlen, "cannot start the fetch engine");
-		r = -EIO;
-		goto fail;
+	if (early) {
+		/* the cache, engine and catalog are ready, some tails in flight */
+		ctx->cache = early->cache;
+		ctx->http = early->http;
+		early->cache = NULL;
+		early->http = NULL;
+	} else {
+		r = open_cache(ctx->cache_dir, &ctx->cache, err, errlen);
+		if (r < 0)
+			goto fail;
+		ctx->http = start_engine(err, errlen);
+		if (!ctx->http) {
+			r = -EIO;
+			goto fail;
+		}
 	}
 
 	ctx->wheels = xcalloc(cfg->nwheels ? cfg->nwheels : 1, sizeof(*ctx->wheels));
@@ -46,7 +109,11 @@ int fs_prepare(const struct fs_config *cfg, struct fs_ctx **ret, char *err, size
 			free(p);
 	}
 	log_trace("prepare: cache and engine ready");
-	r = wheel_load_all(ctx, err, errlen);
+	r = wheel_load_all(ctx, early ? early->cat : NULL, early ? early->pf : NULL, err, errlen);
+	if (early) {
+		early->cat = NULL; /* taken */
+		early->pf = wheel_prefetch_free(early->pf); /* cancels the tails not used */
+	}
 	if (r < 0)
 		goto fail;
 	log_trace("prepare: metadata loaded");
@@ -104,9 +171,11 @@ int fs_prepare(const struct fs_config *cfg, struct fs_ctx **ret, char *err, size
 	ctx->stats.elapsed_ns = now_ns() - t0;
 	if (cfg->profile) /* after the stats: its requests are not the preparation's */
 		ctx->profile = profile_open(ctx, cfg->profile);
+	fs_early_free(early);
 	*ret = ctx;
 	return 0;
 fail:
+	fs_early_free(early); /* before fs_free: its tails use the engine */
 	fs_free(ctx);
 	return r;
 }

@@ -21,6 +21,8 @@ struct catalog *catalog_close(struct catalog *c);
 /* Loads a wheel's metadata into *ret (caller clears with wheel_meta_clear).
  * Returns 0, -ENOENT if unknown, -EBADMSG if the stored row is corrupt. */
 int catalog_get(struct catalog *c, const uint8_t sha[32], uint64_t size, struct wheel_meta *ret);
+/* Whether a row for the wheel exists (not whether it is readable). */
+bool catalog_has(struct catalog *c, const uint8_t sha[32], uint64_t size);
 /* Stores metadata: the raw bytes [cd_off, size) of the wheel (central
  * directory and end records) and the kept small files. Returns 0 or -errno. */
 int catalog_put(struct catalog *c, const uint8_t sha[32], const char *filename, uint64_t size,
@@ -79,9 +81,19 @@ void wheel_catalog_key(const uint8_t sha[32], const char *url, uint8_t ret[32]);
 /* Length of the first metadata request of a wheel of size bytes. */
 uint64_t wheel_tail_len(uint64_t size);
 
+/* Tails asked for before the wheels are known for sure (fs_early_start):
+ * every remote wheel of specs not in the catalog.  wheel_load_all takes the
+ * ones it needs; wheel_prefetch_free cancels the rest. */
+struct wheel_prefetch;
+struct wheel_prefetch *wheel_prefetch_start(struct http_engine *http, struct cache *cache,
+					    struct catalog *cat, const struct fs_wheel *specs,
+					    size_t n);
+struct wheel_prefetch *wheel_prefetch_free(struct wheel_prefetch *pf);
 /* Loads metadata for all wheels (catalog first, then parallel range
- * requests), filling ctx->wheels[i].meta. Returns 0 or -errno + message. */
-int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen);
+ * requests, using pf's tails where they match), filling ctx->wheels[i].meta.
+ * Takes cat (NULL: opens the catalog itself).  Returns 0 or -errno + message. */
+int wheel_load_all(struct fs_ctx *ctx, struct catalog *cat, struct wheel_prefetch *pf,
+		   char *err, size_t errlen);
 /* Streams bytes [off, off+len) of wheel w to sink.  Uses the local copy when
  * there is one; on a server that ignores Range, downloads the whole wheel
  * once into the cache (verified against the lock's sha256) and reads from

@@ -261,6 +261,11 @@ struct mload {
 	char msg[256];     /* why the zip directory could not be read */
 	int stage;         /* what m->req asks for next */
 	int dir_rounds;    /* requests for bytes in front of the tail */
+	bool inflight;     /* m->req was submitted (before the interpreter was known) */
+	int submit_rc;     /* what http_submit said then */
+	char *url;         /* the tail's URL (own copy) */
+	uint8_t sha[32];   /* and the wheel it was asked for, to match a prefetch */
+	uint64_t size;
 };
 
 enum { ML_TAIL, ML_DIR, ML_KEPT, ML_DONE };
@@ -280,21 +285,6 @@ static int tail_full_open(struct http_req *req)
 	return m->tmpfd < 0 ? -1 : m->tmpfd;
 }
 
-static void wave_wait(struct fs_ctx *ctx, const char *what, struct http_req **reqs, int *rs,
-		      size_t n)
-{
-	uint64_t bytes = 0;
-	log_trace("metadata: %s: %zu requests", what, n);
-	for (size_t i = 0; i < n; i++)
-		rs[i] = http_submit(ctx->http, reqs[i]);
-	for (size_t i = 0; i < n; i++) {
-		if (rs[i] == 0)
-			rs[i] = http_wait(reqs[i]);
-		bytes += reqs[i]->wire_bytes;
-	}
-	log_trace("metadata: %s: done (%llu bytes received)", what, (unsigned long long)bytes);
-}
-
 /* "wheel NAME (URL): what went wrong", credentials redacted. */
 static void fetch_error(const struct wheel_src *w, const struct http_req *req, char *err,
 			size_t errlen)
@@ -302,11 +292,6 @@ static void fetch_error(const struct wheel_src *w, const struct http_req *req, c
 	char url[512];
 	http_redact_url(w->spec->url, url, sizeof(url));
 	snprintf(err, errlen, "wheel \"%s\" (%s): %s", w->spec->filename, url, req->err);
-}
-
-static bool is_remote(const struct fs_wheel *s)
-{
-	return http_is_remote(s->url);
 }
 
 /* Bytes [off, off+len) of the wheel if the tail or the wave-3 buffer holds
@@ -451,6 +436,109 @@ static int cmp_file(const void *a, const void *b)
 	return strcmp(((const struct wheel_file *)a)->name, ((const struct wheel_file *)b)->name);
 }
 
+/* A loader for the wheel at url, its first request (the tail) planned. */
+static struct mload *ml_new(struct cache *cache, const char *url, const uint8_t sha[32],
+			    uint64_t size)
+{
+	struct mload *m = xcalloc(1, sizeof(*m));
+	m->tmpfd = -1;
+	buf_init(&m->tail);
+	buf_init(&m->extra);
+	buf_init(&m->kept);
+	m->cache = cache;
+	m->url = xstrdup(url);
+	memcpy(m->sha, sha, 32);
+	m->size = size;
+	m->tail_off = size - wheel_tail_len(size);
+	m->req = (struct http_req){.url = m->url, .off = m->tail_off, .len = size - m->tail_off,
+				   .sink = sink_buf, .ud = &m->tail, .full_fd = -1,
+				   .full_open = http_is_remote(url) ? tail_full_open : NULL};
+	m->stage = ML_TAIL;
+	return m;
+}
+
+static void ml_free(struct mload *m)
+{
+	buf_free(&m->tail);
+	buf_free(&m->extra);
+	buf_free(&m->kept);
+	zipcd_free(m->cd);
+	if (m->tmpfd >= 0)
+		close(m->tmpfd);
+	if (m->tmp) {
+		unlink(m->tmp);
+		free(m->tmp);
+	}
+	free(m->url);
+	free(m);
+}
+
+struct wheel_prefetch {
+	struct http_engine *http;
+	struct mload **ml; /* NULL once adopted by wheel_load_all */
+	size_t n;
+};
+
+struct wheel_prefetch *wheel_prefetch_start(struct http_engine *http, struct cache *cache,
+					    struct catalog *cat, const struct fs_wheel *specs,
+					    size_t n)
+{
+	struct wheel_prefetch *pf = xcalloc(1, sizeof(*pf));
+	pf->http = http;
+	pf->ml = xcalloc(n ? n : 1, sizeof(*pf->ml));
+	for (size_t i = 0; i < n; i++) {
+		const struct fs_wheel *s = &specs[i];
+		uint8_t key[32];
+		wheel_catalog_key(s->sha256, s->url, key);
+		if (!http_is_remote(s->url) || catalog_has(cat, key, s->size))
+			continue; /* a local file, or no request at all */
+		struct mload *m = ml_new(cache, s->url, s->sha256, s->size);
+		m->submit_rc = http_submit(http, &m->req);
+		m->inflight = true;
+		pf->ml[pf->n++] = m;
+	}
+	log_trace("metadata: %zu tails asked for before the interpreter is known", pf->n);
+	return pf;
+}
+
+/* The prefetched loader of this wheel, if any (taken out of pf). */
+static struct mload *prefetch_take(struct wheel_prefetch *pf, const struct fs_wheel *s)
+{
+	for (size_t i = 0; pf && i < pf->n; i++) {
+		struct mload *m = pf->ml[i];
+		if (m && m->size == s->size && !memcmp(m->sha, s->sha256, 32) &&
+		    !strcmp(m->url, s->url)) {
+			pf->ml[i] = NULL;
+			return m;
+		}
+	}
+	return NULL;
+}
+
+struct wheel_prefetch *wheel_prefetch_free(struct wheel_prefetch *pf)
+{
+	if (!pf)
+		return NULL;
+	size_t left = 0;
+	for (size_t i = 0; i < pf->n; i++)
+		if (pf->ml[i] && pf->ml[i]->submit_rc == 0) {
+			http_cancel(pf->http, &pf->ml[i]->req);
+			left++;
+		}
+	for (size_t i = 0; i < pf->n; i++) {
+		if (!pf->ml[i])
+			continue;
+		if (pf->ml[i]->submit_rc == 0)
+			http_wait(&pf->ml[i]->req);
+		ml_free(pf->ml[i]);
+	}
+	if (left)
+		log_trace("metadata: %zu prefetched tails not used", left);
+	free(pf->ml);
+	free(pf);
+	return NULL;
+}
+
 /* One wheel's answer of the current round: checks it and plans the next
  * request (m->stage), or ends (ML_DONE).  -errno with err set when the mount
  * cannot go on. */
@@ -534,22 +622,31 @@ static int ml_step(struct fs_ctx *ctx, struct mload *m, int res, char *err, size
 	return 0;
 }
 
-int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen)
+int wheel_load_all(struct fs_ctx *ctx, struct catalog *cat, struct wheel_prefetch *pf,
+		   char *err, size_t errlen)
 {
-	struct catalog *cat;
-	char *dbpath = xasprintf("%s/catalog.db", ctx->cache_dir);
-	int r = catalog_open(dbpath, &cat, err, errlen);
-	free(dbpath);
-	if (r < 0)
-		return r;
-	log_trace("metadata: catalog open");
+	int r;
+	if (!cat) {
+		char *dbpath = xasprintf("%s/catalog.db", ctx->cache_dir);
+		r = catalog_open(dbpath, &cat, err, errlen);
+		free(dbpath);
+		if (r < 0)
+			return r;
+		log_trace("metadata: catalog open");
+	}
 
-	size_t n = ctx->cfg.nwheels, np = 0;
-	struct mload *ml = xcalloc(n, sizeof(*ml));
-	struct http_req **reqs = xcalloc(n, sizeof(*reqs));
-	int *rs = xcalloc(n, sizeof(*rs));
+	size_t n = ctx->cfg.nwheels, np = 0, npf = 0;
+	struct mload **ml = xcalloc(n ? n : 1, sizeof(*ml));
+	struct http_req **reqs = xcalloc(n ? n : 1, sizeof(*reqs));
+	int *rs = xcalloc(n ? n : 1, sizeof(*rs));
 
-	/* Catalog hits cost no request at all. */
+	/* Catalog hits cost no request at all.  Round 1 asks for every other
+	 * tail (some may be in flight already); each later round asks, for
+	 * every wheel still short of something, for its next range: the
+	 * central directory with the guess in front of it, or the kept members
+	 * still missing.  A wheel's steps are sequential, different wheels'
+	 * are not: one waiting for its directory does not hold back another's
+	 * members. */
 	for (size_t i = 0; i < n; i++) {
 		struct wheel_src *w = &ctx->wheels[i];
 		r = catalog_get(cat, w->key, w->spec->size, &w->meta);
@@ -560,48 +657,43 @@ int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen)
 		if (r != -ENOENT)
 			log_warn("catalog entry of \"%s\" is unreadable (%s), fetching again",
 				 w->spec->filename, strerror(-r));
-		struct mload *m = &ml[np++];
+		struct mload *m = prefetch_take(pf, w->spec);
+		if (m)
+			npf++;
+		else
+			m = ml_new(ctx->cache, w->spec->url, w->spec->sha256, w->spec->size);
 		m->w = w;
-		m->tmpfd = -1;
-		buf_init(&m->tail);
-		buf_init(&m->extra);
-		buf_init(&m->kept);
+		ml[np++] = m;
 	}
+	log_trace("metadata: %zu wheels, %zu from the catalog, %zu tails in flight", n, n - np,
+		  npf);
 
-	log_trace("metadata: %zu wheels, %zu from the catalog", n, n - np);
-	/* Round 1 asks for every tail; each later round asks, for every wheel
-	 * still short of something, for its next range: the central directory
-	 * with the guess in front of it, or the kept members still missing.  A
-	 * wheel's steps are sequential, different wheels' are not: one wheel
-	 * waiting for its directory does not hold back another's members. */
-	for (size_t k = 0; k < np; k++) {
-		struct mload *m = &ml[k];
-		uint64_t size = m->w->spec->size;
-		m->tail_off = size - wheel_tail_len(size);
-		m->cache = ctx->cache;
-		m->req = (struct http_req){.url = m->w->spec->url, .off = m->tail_off,
-					   .len = size - m->tail_off, .sink = sink_buf,
-					   .ud = &m->tail, .full_fd = -1,
-					   .full_open = is_remote(m->w->spec) ? tail_full_open : NULL};
-		m->stage = ML_TAIL;
-	}
 	r = 0;
 	for (int round = 1; r == 0; round++) {
 		size_t nr = 0, nst[ML_DONE] = {0};
+		uint64_t bytes = 0;
 		for (size_t k = 0; k < np; k++)
-			if (ml[k].stage != ML_DONE) {
-				reqs[nr++] = &ml[k].req;
-				nst[ml[k].stage]++;
+			if (ml[k]->stage != ML_DONE) {
+				reqs[nr++] = &ml[k]->req;
+				nst[ml[k]->stage]++;
 			}
 		if (!nr)
 			break;
-		char what[128];
-		snprintf(what, sizeof(what), "round %d (%zu tails, %zu directories, %zu kept)", round,
-			 nst[ML_TAIL], nst[ML_DIR], nst[ML_KEPT]);
-		wave_wait(ctx, what, reqs, rs, nr);
+		log_trace("metadata: round %d: %zu tails, %zu directories, %zu kept", round,
+			  nst[ML_TAIL], nst[ML_DIR], nst[ML_KEPT]);
 		for (size_t j = 0; j < nr; j++) {
 			struct mload *m = mload_of(reqs[j]);
-			int q = ml_step(ctx, m, rs[j], err, errlen);
+			rs[j] = m->inflight ? m->submit_rc : http_submit(ctx->http, reqs[j]);
+			m->inflight = false;
+		}
+		for (size_t j = 0; j < nr; j++) {
+			if (rs[j] == 0)
+				rs[j] = http_wait(reqs[j]);
+			bytes += reqs[j]->wire_bytes;
+		}
+		log_trace("metadata: round %d done, %llu bytes", round, (unsigned long long)bytes);
+		for (size_t j = 0; j < nr; j++) {
+			int q = ml_step(ctx, mload_of(reqs[j]), rs[j], err, errlen);
 			if (q < 0 && r == 0)
 				r = q;
 		}
@@ -612,7 +704,7 @@ int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen)
 	struct catalog_item *items = xcalloc(np ? np : 1, sizeof(*items));
 	size_t nitems = 0;
 	for (size_t k = 0; k < np && r == 0; k++) {
-		struct mload *m = &ml[k];
+		struct mload *m = ml[k];
 		r = load_kept_files(ctx, m, err, errlen);
 		if (r < 0)
 			break;
@@ -635,19 +727,8 @@ int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen)
 		catalog_close(cat);
 	}
 	log_trace("metadata: kept members decoded");
-	for (size_t k = 0; k < np; k++) {
-		struct mload *m = &ml[k];
-		buf_free(&m->tail);
-		buf_free(&m->extra);
-		buf_free(&m->kept);
-		zipcd_free(m->cd);
-		if (m->tmpfd >= 0)
-			close(m->tmpfd);
-		if (m->tmp) {
-			unlink(m->tmp);
-			free(m->tmp);
-		}
-	}
+	for (size_t k = 0; k < np; k++)
+		ml_free(ml[k]);
 	free(ml);
 	free(reqs);
 	free(rs);

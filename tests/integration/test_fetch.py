@@ -103,6 +103,26 @@ def test_long_directory_and_dist_info_in_a_second_request(mount, nginx, wheelhou
     assert (m.site / "longcd/m02499_" f"{'x' * 24}.py").read_bytes() == b"V = 2499\n"
 
 
+def test_wheels_of_packages_for_other_environments_are_not_fetched(mount, nginx, nginx_lock,
+                                                                     wheelhouse, tmp_path):
+    """Tails go out while the interpreter is still being asked, but only for wheels the
+    lock alone decides: a package with a marker waits for the interpreter, and one whose
+    marker excludes it is never asked for."""
+    whl = wheelgen.make_wheel(wheelhouse.dir, "markedpkg", "1.0",
+                              {"markedpkg/__init__.py": b"X = 1\n"})
+    extra = wheelgen.pylock_text([whl], nginx.url).split("\n", 4)[4]
+    extra = extra.replace('version = "1.0"\n', 'version = "1.0"\nmarker = "python_version < \'3\'"\n', 1)
+    assert "marker" in extra
+    lock = tmp_path / "pylock.toml"
+    lock.write_text(nginx_lock.read_text() + "\n" + extra)
+    mark = nginx.mark()
+    m = mount(lock)
+    reqs = nginx.requests(mark)
+    assert whl.name not in {r.name for r in reqs}, reqs
+    assert {r.name for r in reqs} == {w.name for w in wheelhouse.lock_wheels}, reqs
+    assert not (m.site / "markedpkg").exists()
+
+
 @pytest.mark.parametrize("short,entry", [("purepkg", "purepkg/core.py"),
                                          ("bigpkg", "bigpkg/big.bin")])
 def test_open_fetches_only_that_entry(mount, nginx, nginx_lock, wheelhouse, short, entry):
