@@ -262,6 +262,7 @@ struct mload {
 	int stage;         /* what m->req asks for next */
 	int dir_rounds;    /* requests for bytes in front of the tail */
 	bool inflight;     /* m->req was submitted (before the interpreter was known) */
+	bool finished;     /* kept members decoded, catalog row queued */
 	int submit_rc;     /* what http_submit said then */
 	char *url;         /* the tail's URL (own copy) */
 	uint8_t sha[32];   /* and the wheel it was asked for, to match a prefetch */
@@ -622,6 +623,30 @@ static int ml_step(struct fs_ctx *ctx, struct mload *m, int res, char *err, size
 	return 0;
 }
 
+/* A wheel whose ranges are all in: decodes its kept members and queues its
+ * catalog row (items[*n]). */
+static int ml_finish(struct fs_ctx *ctx, struct mload *m, struct catalog_item *items, size_t *n,
+		     char *err, size_t errlen)
+{
+	m->finished = true;
+	int r = load_kept_files(ctx, m, err, errlen);
+	if (r < 0)
+		return r;
+	struct wheel_src *w = m->w;
+	qsort(w->meta.files, w->meta.nfiles, sizeof(struct wheel_file), cmp_file);
+	uint64_t cd_off = w->meta.cd->cd_off;
+	size_t len = (size_t)(w->spec->size - cd_off);
+	struct catalog_item *it = &items[(*n)++];
+	memcpy(it->key, w->key, 32);
+	it->filename = w->spec->filename;
+	it->size = w->spec->size;
+	it->tail = xmalloc(len ? len : 1);
+	memcpy(it->tail, m->tail.data + (cd_off - m->tail_off), len);
+	it->tail_len = len;
+	it->meta = &w->meta;
+	return 0;
+}
+
 int wheel_load_all(struct fs_ctx *ctx, struct catalog *cat, struct wheel_prefetch *pf,
 		   char *err, size_t errlen)
 {
@@ -668,6 +693,9 @@ int wheel_load_all(struct fs_ctx *ctx, struct catalog *cat, struct wheel_prefetc
 	log_trace("metadata: %zu wheels, %zu from the catalog, %zu tails in flight", n, n - np,
 		  npf);
 
+	/* the catalog rows, written on the side */
+	struct catalog_item *items = xcalloc(np ? np : 1, sizeof(*items));
+	size_t nitems = 0;
 	r = 0;
 	for (int round = 1; r == 0; round++) {
 		size_t nr = 0, nst[ML_DONE] = {0};
@@ -686,6 +714,10 @@ int wheel_load_all(struct fs_ctx *ctx, struct catalog *cat, struct wheel_prefetc
 			rs[j] = m->inflight ? m->submit_rc : http_submit(ctx->http, reqs[j]);
 			m->inflight = false;
 		}
+		/* while those are on the wire: the wheels that are complete */
+		for (size_t k = 0; k < np && r == 0; k++)
+			if (ml[k]->stage == ML_DONE && !ml[k]->finished)
+				r = ml_finish(ctx, ml[k], items, &nitems, err, errlen);
 		for (size_t j = 0; j < nr; j++) {
 			if (rs[j] == 0)
 				rs[j] = http_wait(reqs[j]);
@@ -700,26 +732,9 @@ int wheel_load_all(struct fs_ctx *ctx, struct catalog *cat, struct wheel_prefetc
 	}
 
 	log_trace("metadata: zip directories parsed");
-	/* Decode kept members; the catalog rows are written on the side. */
-	struct catalog_item *items = xcalloc(np ? np : 1, sizeof(*items));
-	size_t nitems = 0;
-	for (size_t k = 0; k < np && r == 0; k++) {
-		struct mload *m = ml[k];
-		r = load_kept_files(ctx, m, err, errlen);
-		if (r < 0)
-			break;
-		qsort(m->w->meta.files, m->w->meta.nfiles, sizeof(struct wheel_file), cmp_file);
-		uint64_t cd_off = m->w->meta.cd->cd_off;
-		size_t len = (size_t)(m->w->spec->size - cd_off);
-		struct catalog_item *it = &items[nitems++];
-		memcpy(it->key, m->w->key, 32);
-		it->filename = m->w->spec->filename;
-		it->size = m->w->spec->size;
-		it->tail = xmalloc(len ? len : 1);
-		memcpy(it->tail, m->tail.data + (cd_off - m->tail_off), len);
-		it->tail_len = len;
-		it->meta = &m->w->meta;
-	}
+	for (size_t k = 0; k < np && r == 0; k++)
+		if (!ml[k]->finished)
+			r = ml_finish(ctx, ml[k], items, &nitems, err, errlen);
 	if (nitems) {
 		ctx->catalog_writer = catalog_write_async(cat, items, nitems);
 	} else {
