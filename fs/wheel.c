@@ -261,8 +261,10 @@ struct mload {
 	char msg[256];     /* why the zip directory could not be read */
 	int stage;         /* what m->req asks for next */
 	int dir_rounds;    /* requests for bytes in front of the tail */
-	bool inflight;     /* m->req was submitted (before the interpreter was known) */
+	bool inflight;     /* m->req was submitted and its completion not yet taken */
 	bool finished;     /* kept members decoded, catalog row queued */
+	struct mqueue *q;  /* where m goes when m->req completes */
+	struct mload *qnext;
 	int submit_rc;     /* what http_submit said then */
 	char *url;         /* the tail's URL (own copy) */
 	uint8_t sha[32];   /* and the wheel it was asked for, to match a prefetch */
@@ -271,9 +273,79 @@ struct mload {
 
 enum { ML_TAIL, ML_DIR, ML_KEPT, ML_DONE };
 
+/* Loaders whose request completed, in no particular order: each wheel is
+ * taken on as soon as its answer is in, not when the slowest of a wave is.
+ * lock is a leaf (the engine thread takes it in on_done). */
+struct mqueue {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct mload *head;
+};
+
+static struct mqueue *mqueue_new(void)
+{
+	struct mqueue *q = xcalloc(1, sizeof(*q));
+	pthread_mutex_init(&q->lock, NULL);
+	pthread_cond_init(&q->cond, NULL);
+	return q;
+}
+
+static void mqueue_free(struct mqueue *q)
+{
+	if (!q)
+		return;
+	pthread_mutex_destroy(&q->lock);
+	pthread_cond_destroy(&q->cond);
+	free(q);
+}
+
+static void mqueue_push(struct mqueue *q, struct mload *m)
+{
+	pthread_mutex_lock(&q->lock);
+	m->qnext = q->head;
+	q->head = m;
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+}
+
+static struct mload *mqueue_pop(struct mqueue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	while (!q->head)
+		pthread_cond_wait(&q->cond, &q->lock);
+	struct mload *m = q->head;
+	q->head = m->qnext;
+	pthread_mutex_unlock(&q->lock);
+	return m;
+}
+
 static struct mload *mload_of(struct http_req *req)
 {
 	return (struct mload *)((char *)req - offsetof(struct mload, req));
+}
+
+/* Engine thread (or inside http_submit for a local file). */
+static void ml_done(struct http_req *req, int result)
+{
+	struct mload *m = mload_of(req);
+	mqueue_push(m->q, m);
+}
+
+/* Submits m->req; a refused submission completes at once, with its error. */
+static void ml_submit(struct http_engine *http, struct mload *m)
+{
+	m->req.on_done = ml_done;
+	m->inflight = true;
+	m->submit_rc = http_submit(http, &m->req);
+	if (m->submit_rc < 0)
+		mqueue_push(m->q, m);
+}
+
+/* m's answer, once it came out of the queue. */
+static int ml_result(struct mload *m)
+{
+	m->inflight = false;
+	return m->submit_rc < 0 ? m->submit_rc : http_wait(&m->req);
 }
 
 /* A server that ignores Range sends the whole wheel to the tail request:
@@ -438,10 +510,11 @@ static int cmp_file(const void *a, const void *b)
 }
 
 /* A loader for the wheel at url, its first request (the tail) planned. */
-static struct mload *ml_new(struct cache *cache, const char *url, const uint8_t sha[32],
-			    uint64_t size)
+static struct mload *ml_new(struct cache *cache, struct mqueue *q, const char *url,
+			    const uint8_t sha[32], uint64_t size)
 {
 	struct mload *m = xcalloc(1, sizeof(*m));
+	m->q = q;
 	m->tmpfd = -1;
 	buf_init(&m->tail);
 	buf_init(&m->extra);
@@ -476,6 +549,7 @@ static void ml_free(struct mload *m)
 
 struct wheel_prefetch {
 	struct http_engine *http;
+	struct mqueue *q;  /* the completions of ml[], then of wheel_load_all's requests */
 	struct mload **ml; /* NULL once adopted by wheel_load_all */
 	size_t n;
 };
@@ -486,6 +560,7 @@ struct wheel_prefetch *wheel_prefetch_start(struct http_engine *http, struct cac
 {
 	struct wheel_prefetch *pf = xcalloc(1, sizeof(*pf));
 	pf->http = http;
+	pf->q = mqueue_new();
 	pf->ml = xcalloc(n ? n : 1, sizeof(*pf->ml));
 	for (size_t i = 0; i < n; i++) {
 		const struct fs_wheel *s = &specs[i];
@@ -493,9 +568,8 @@ struct wheel_prefetch *wheel_prefetch_start(struct http_engine *http, struct cac
 		wheel_catalog_key(s->sha256, s->url, key);
 		if (!http_is_remote(s->url) || catalog_has(cat, key, s->size))
 			continue; /* a local file, or no request at all */
-		struct mload *m = ml_new(cache, s->url, s->sha256, s->size);
-		m->submit_rc = http_submit(http, &m->req);
-		m->inflight = true;
+		struct mload *m = ml_new(cache, pf->q, s->url, s->sha256, s->size);
+		ml_submit(http, m);
 		pf->ml[pf->n++] = m;
 	}
 	log_trace("metadata: %zu tails asked for before the interpreter is known", pf->n);
@@ -522,19 +596,21 @@ struct wheel_prefetch *wheel_prefetch_free(struct wheel_prefetch *pf)
 		return NULL;
 	size_t left = 0;
 	for (size_t i = 0; i < pf->n; i++)
-		if (pf->ml[i] && pf->ml[i]->submit_rc == 0) {
-			http_cancel(pf->http, &pf->ml[i]->req);
+		if (pf->ml[i]) {
+			if (pf->ml[i]->submit_rc == 0)
+				http_cancel(pf->http, &pf->ml[i]->req);
 			left++;
 		}
 	for (size_t i = 0; i < pf->n; i++) {
 		if (!pf->ml[i])
 			continue;
 		if (pf->ml[i]->submit_rc == 0)
-			http_wait(&pf->ml[i]->req);
+			http_wait(&pf->ml[i]->req); /* after it, no more on_done */
 		ml_free(pf->ml[i]);
 	}
 	if (left)
 		log_trace("metadata: %zu prefetched tails not used", left);
+	mqueue_free(pf->q); /* what it still lists was freed just now */
 	free(pf->ml);
 	free(pf);
 	return NULL;
@@ -662,16 +738,14 @@ int wheel_load_all(struct fs_ctx *ctx, struct catalog *cat, struct wheel_prefetc
 
 	size_t n = ctx->cfg.nwheels, np = 0, npf = 0;
 	struct mload **ml = xcalloc(n ? n : 1, sizeof(*ml));
-	struct http_req **reqs = xcalloc(n ? n : 1, sizeof(*reqs));
-	int *rs = xcalloc(n ? n : 1, sizeof(*rs));
+	struct mqueue *q = pf ? pf->q : mqueue_new();
 
-	/* Catalog hits cost no request at all.  Round 1 asks for every other
-	 * tail (some may be in flight already); each later round asks, for
-	 * every wheel still short of something, for its next range: the
-	 * central directory with the guess in front of it, or the kept members
-	 * still missing.  A wheel's steps are sequential, different wheels'
-	 * are not: one waiting for its directory does not hold back another's
-	 * members. */
+	/* Catalog hits cost no request at all.  Every other wheel's tail is
+	 * asked for at once (some are in flight already).  A wheel is taken on
+	 * as soon as its answer is in, and its next request, if any, goes out
+	 * right away: the central directory with the guess in front of it, or
+	 * the kept members still missing.  One wheel waiting for its directory
+	 * holds back no other. */
 	for (size_t i = 0; i < n; i++) {
 		struct wheel_src *w = &ctx->wheels[i];
 		r = catalog_get(cat, w->key, w->spec->size, &w->meta);
@@ -686,7 +760,7 @@ int wheel_load_all(struct fs_ctx *ctx, struct catalog *cat, struct wheel_prefetc
 		if (m)
 			npf++;
 		else
-			m = ml_new(ctx->cache, w->spec->url, w->spec->sha256, w->spec->size);
+			m = ml_new(ctx->cache, q, w->spec->url, w->spec->sha256, w->spec->size);
 		m->w = w;
 		ml[np++] = m;
 	}
@@ -695,46 +769,43 @@ int wheel_load_all(struct fs_ctx *ctx, struct catalog *cat, struct wheel_prefetc
 
 	/* the catalog rows, written on the side */
 	struct catalog_item *items = xcalloc(np ? np : 1, sizeof(*items));
-	size_t nitems = 0;
+	size_t nitems = 0, pending = 0, tails = np, nreq[ML_DONE] = {0};
+	uint64_t bytes = 0;
+	for (size_t k = 0; k < np; k++) {
+		if (!ml[k]->inflight)
+			ml_submit(ctx->http, ml[k]);
+		nreq[ML_TAIL]++;
+		pending++;
+	}
 	r = 0;
-	for (int round = 1; r == 0; round++) {
-		size_t nr = 0, nst[ML_DONE] = {0};
-		uint64_t bytes = 0;
-		for (size_t k = 0; k < np; k++)
-			if (ml[k]->stage != ML_DONE) {
-				reqs[nr++] = &ml[k]->req;
-				nst[ml[k]->stage]++;
-			}
-		if (!nr)
-			break;
-		log_trace("metadata: round %d: %zu tails, %zu directories, %zu kept", round,
-			  nst[ML_TAIL], nst[ML_DIR], nst[ML_KEPT]);
-		for (size_t j = 0; j < nr; j++) {
-			struct mload *m = mload_of(reqs[j]);
-			rs[j] = m->inflight ? m->submit_rc : http_submit(ctx->http, reqs[j]);
-			m->inflight = false;
-		}
-		/* while those are on the wire: the wheels that are complete */
-		for (size_t k = 0; k < np && r == 0; k++)
-			if (ml[k]->stage == ML_DONE && !ml[k]->finished)
-				r = ml_finish(ctx, ml[k], items, &nitems, err, errlen);
-		for (size_t j = 0; j < nr; j++) {
-			if (rs[j] == 0)
-				rs[j] = http_wait(reqs[j]);
-			bytes += reqs[j]->wire_bytes;
-		}
-		log_trace("metadata: round %d done, %llu bytes", round, (unsigned long long)bytes);
-		for (size_t j = 0; j < nr; j++) {
-			int q = ml_step(ctx, mload_of(reqs[j]), rs[j], err, errlen);
-			if (q < 0 && r == 0)
-				r = q;
+	while (pending) {
+		struct mload *m = mqueue_pop(q);
+		if (!m->w)
+			continue; /* a guessed tail not used: wheel_prefetch_free's */
+		pending--;
+		int res = ml_result(m);
+		bytes += m->req.wire_bytes;
+		int stage = m->stage;
+		int q2 = ml_step(ctx, m, res, err, errlen);
+		if (q2 < 0 && r == 0)
+			r = q2;
+		if (stage == ML_TAIL && --tails == 0)
+			log_trace("metadata: all %zu tails in", np);
+		if (r < 0)
+			continue; /* drain what is in flight */
+		if (m->stage != ML_DONE) {
+			nreq[m->stage]++;
+			pending++;
+			ml_submit(ctx->http, m);
+		} else {
+			/* decoded while the others are on the wire */
+			r = ml_finish(ctx, m, items, &nitems, err, errlen);
 		}
 	}
+	log_trace("metadata: all ranges in: %zu tails, %zu directories, %zu kept ranges, "
+		  "%llu bytes", nreq[ML_TAIL], nreq[ML_DIR], nreq[ML_KEPT],
+		  (unsigned long long)bytes);
 
-	log_trace("metadata: zip directories parsed");
-	for (size_t k = 0; k < np && r == 0; k++)
-		if (!ml[k]->finished)
-			r = ml_finish(ctx, ml[k], items, &nitems, err, errlen);
 	if (nitems) {
 		ctx->catalog_writer = catalog_write_async(cat, items, nitems);
 	} else {
@@ -745,7 +816,7 @@ int wheel_load_all(struct fs_ctx *ctx, struct catalog *cat, struct wheel_prefetc
 	for (size_t k = 0; k < np; k++)
 		ml_free(ml[k]);
 	free(ml);
-	free(reqs);
-	free(rs);
+	if (!pf)
+		mqueue_free(q);
 	return r;
 }
