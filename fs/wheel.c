@@ -1,5 +1,5 @@
-/* wheel: byte ranges of wheels, and loading their metadata in waves of
- * parallel range requests.
+/* wheel: byte ranges of wheels, and loading their metadata with parallel
+ * range requests.
  *
  * Metadata of an uncached wheel costs one request for its tail (explicit
  * start from the lock's size: no HEAD, no suffix range), sized from the
@@ -7,8 +7,15 @@
  * directory and the dist-info before it.  When the central directory starts
  * earlier, one more request covers it and, by a guess from its size, the
  * kept members (RECORD, WHEEL, ...) in front of it; only kept members still
- * missing then cost a third.  Each wave is submitted at once to the fetch
- * engine, so ~50 wheels cost 1-2 round trips, rarely 3. */
+ * missing then cost a third.  Every tail is submitted at once to the fetch
+ * engine (most before the interpreter is known: wheel_prefetch_start), and
+ * each wheel's next request goes out as soon as its previous answer is in,
+ * so ~50 wheels cost 1-2 round trips, rarely 3.
+ *
+ * Threads: the preparing thread runs all of it; the engine thread only
+ * queues a loader whose request completed (ml_done, under mqueue.lock, a
+ * leaf) and, for a server that ignores Range, makes the temp file that keeps
+ * the whole answer (tail_full_open). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
@@ -29,9 +36,10 @@
 /* The first request's length: 1/50 of the wheel, between 64 KiB and 1 MiB.
  * A central directory is ~0.4-2% of a wheel and the dist-info in front of it
  * (RECORD compresses to about half the central directory's size) as much
- * again, so 2% keeps most wheels to one request while adding ~15% to the
- * bytes of 64 KiB tails (measured on the benchmark's 49 wheels; many-small-
- * file wheels such as jedi, 13%, still need a second). */
+ * again, so 2% keeps most wheels to one request: on the benchmark's 49
+ * wheels 3 need a second instead of 13, for 22% more bytes (3.6 MB instead
+ * of 3.0 MB).  Wheels of many small files (jedi: a directory of 13%) or
+ * with a large METADATA still need one. */
 #define TAIL_FRACTION 50
 #define TAIL_MAX (1u << 20)
 uint64_t wheel_tail_len(uint64_t size)
@@ -42,11 +50,12 @@ uint64_t wheel_tail_len(uint64_t size)
 	return MIN(t, size);
 }
 
-/* Wave 2 asks for the central directory and, in front of it, this much
- * more for the dist-info that usually sits there: the directory's length
- * again (RECORD's share) plus 64 KiB (METADATA, WHEEL, entry points). */
+/* The request for a central directory that starts before the tail also
+ * asks for this much in front of it, for the dist-info that usually sits
+ * there: the directory's length again (RECORD's share) plus 64 KiB
+ * (METADATA, WHEEL, entry points). */
 #define KEPT_GUESS_EXTRA (64u << 10)
-#define KEPT_SPAN_MAX (8u << 20) /* widest guess, and widest wave-3 range */
+#define KEPT_SPAN_MAX (8u << 20) /* widest guess, and widest range of kept members */
 
 void wheel_catalog_key(const uint8_t sha[32], const char *url, uint8_t ret[32])
 {
@@ -249,9 +258,9 @@ struct mload {
 	struct wheel_src *w;
 	struct buf tail;   /* file bytes [tail_off, size) */
 	uint64_t tail_off;
-	struct buf extra;  /* wave 2: bytes [need_off, tail_off) */
+	struct buf extra;  /* the bytes in front of the tail: [need_off, tail_off) */
 	uint64_t need_off;
-	struct buf kept;   /* wave 3: one range covering kept members outside the tail */
+	struct buf kept;   /* one range covering the kept members outside the tail */
 	uint64_t kept_off;
 	struct http_req req;
 	struct cache *cache;
@@ -262,10 +271,10 @@ struct mload {
 	int stage;         /* what m->req asks for next */
 	int dir_rounds;    /* requests for bytes in front of the tail */
 	bool inflight;     /* m->req was submitted and its completion not yet taken */
+	int submit_rc;     /* what http_submit said then */
 	bool finished;     /* kept members decoded, catalog row queued */
 	struct mqueue *q;  /* where m goes when m->req completes */
 	struct mload *qnext;
-	int submit_rc;     /* what http_submit said then */
 	char *url;         /* the tail's URL (own copy) */
 	uint8_t sha[32];   /* and the wheel it was asked for, to match a prefetch */
 	uint64_t size;
@@ -367,7 +376,7 @@ static void fetch_error(const struct wheel_src *w, const struct http_req *req, c
 	snprintf(err, errlen, "wheel \"%s\" (%s): %s", w->spec->filename, url, req->err);
 }
 
-/* Bytes [off, off+len) of the wheel if the tail or the wave-3 buffer holds
+/* Bytes [off, off+len) of the wheel if the tail or the kept buffer holds
  * them (NULL otherwise); *ret_avail is what the buffer holds from off on. */
 static const uint8_t *have_bytes(const struct mload *ml, uint64_t off, uint64_t len,
 				 size_t *ret_avail)
@@ -616,8 +625,8 @@ struct wheel_prefetch *wheel_prefetch_free(struct wheel_prefetch *pf)
 	return NULL;
 }
 
-/* One wheel's answer of the current round: checks it and plans the next
- * request (m->stage), or ends (ML_DONE).  -errno with err set when the mount
+/* One wheel's answer: checks it and plans the wheel's next request
+ * (m->stage), or ends (ML_DONE).  -errno with err set when the mount
  * cannot go on. */
 static int ml_step(struct fs_ctx *ctx, struct mload *m, int res, char *err, size_t errlen)
 {
