@@ -248,44 +248,69 @@ out:
 	return r;
 }
 
-/* The rows of one wheel, inside the caller's transaction. */
-static int put_rows(struct catalog *c, const uint8_t sha[32], const char *filename,
-		    uint64_t size, const uint8_t *tail, size_t tail_len, const struct wheel_meta *m)
+/* One wheel's rows, compressed (by the writer thread, as wheels come). */
+struct wrow {
+	struct catalog_item it;
+	void *ztail;
+	size_t ztail_len;
+	void **zm; /* per it.meta->files[i] */
+	size_t *zm_len;
+	struct wrow *next;
+};
+
+static int compress_row(struct catalog *c, struct wrow *w)
 {
-	int r = 0;
-	size_t zlen;
-	void *z = zstd(c, tail, tail_len, &zlen);
-	if (!z)
+	const struct wheel_meta *m = w->it.meta;
+	w->ztail = zstd(c, w->it.tail, w->it.tail_len, &w->ztail_len);
+	w->zm = xcalloc(m->nfiles ? m->nfiles : 1, sizeof(*w->zm));
+	w->zm_len = xcalloc(m->nfiles ? m->nfiles : 1, sizeof(*w->zm_len));
+	if (!w->ztail)
 		return -EIO;
+	for (size_t i = 0; i < m->nfiles; i++)
+		if (!(w->zm[i] = zstd(c, m->files[i].data, m->files[i].len, &w->zm_len[i])))
+			return -EIO;
+	return 0;
+}
+
+static void free_row(struct wrow *w)
+{
+	for (size_t i = 0; w->zm && i < w->it.meta->nfiles; i++)
+		free(w->zm[i]);
+	free(w->zm);
+	free(w->zm_len);
+	free(w->ztail);
+	free(w->it.tail);
+	free(w);
+}
+
+/* The rows of one wheel, inside the caller's transaction. */
+static int put_rows(struct catalog *c, const struct wrow *w)
+{
+	const struct catalog_item *it = &w->it;
+	const struct wheel_meta *m = it->meta;
+	int r = 0;
 	sqlite3_stmt *st = c->put_wheel;
-	sqlite3_bind_blob(st, 1, sha, 32, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, filename, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, (sqlite3_int64)size);
-	sqlite3_bind_int64(st, 4, (sqlite3_int64)(size - tail_len));
-	sqlite3_bind_int64(st, 5, (sqlite3_int64)tail_len);
-	sqlite3_bind_blob(st, 6, z, (int)zlen, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 1, it->key, 32, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, it->filename, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)it->size);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)(it->size - it->tail_len));
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)it->tail_len);
+	sqlite3_bind_blob(st, 6, w->ztail, (int)w->ztail_len, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 7, (sqlite3_int64)time(NULL));
 	if (sqlite3_step(st) != SQLITE_DONE)
 		r = sql_err(c, "insert wheel", NULL, 0);
 	sqlite3_reset(st);
-	free(z);
 
 	for (size_t i = 0; r == 0 && i < m->nfiles; i++) {
 		const struct wheel_file *f = &m->files[i];
-		void *zd = zstd(c, f->data, f->len, &zlen);
-		if (!zd) {
-			r = -EIO;
-			break;
-		}
 		st = c->put_member;
-		sqlite3_bind_blob(st, 1, sha, 32, SQLITE_STATIC);
+		sqlite3_bind_blob(st, 1, it->key, 32, SQLITE_STATIC);
 		sqlite3_bind_text(st, 2, f->name, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 3, (sqlite3_int64)f->len);
-		sqlite3_bind_blob(st, 4, zd, (int)zlen, SQLITE_STATIC);
+		sqlite3_bind_blob(st, 4, w->zm[i], (int)w->zm_len[i], SQLITE_STATIC);
 		if (sqlite3_step(st) != SQLITE_DONE)
 			r = sql_err(c, "insert member", NULL, 0);
 		sqlite3_reset(st);
-		free(zd);
 	}
 	return r;
 }
@@ -300,45 +325,62 @@ bool catalog_has(struct catalog *c, const uint8_t sha[32], uint64_t size)
 	return found;
 }
 
-int catalog_put(struct catalog *c, const uint8_t sha[32], const char *filename, uint64_t size,
-		const uint8_t *tail, size_t tail_len, const struct wheel_meta *m)
-{
-	if (sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-		return sql_err(c, "begin", NULL, 0);
-	int r = put_rows(c, sha, filename, size, tail, tail_len, m);
-	if (sqlite3_exec(c->db, r == 0 ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL) != SQLITE_OK &&
-	    r == 0)
-		r = sql_err(c, "commit", NULL, 0);
-	return r;
-}
-
-/* The rows of a mount's misses are written while its tree is built (the
- * writer owns the connection and the items' copies of the directory bytes;
- * the metas stay the caller's), in one transaction: one WAL append instead
- * of one per wheel. */
+/* The rows of a mount's misses: each wheel is compressed as soon as its
+ * metadata is complete (while other wheels are still on the wire), and all
+ * are inserted in one transaction once the last came (one WAL append
+ * instead of one per wheel), while the tree is built.  The writer owns the
+ * connection, the items' copies of the directory bytes and the compressed
+ * rows; the metas stay the caller's. */
 struct catalog_writer {
 	struct catalog *c;
-	struct catalog_item *items;
-	size_t n;
 	pthread_t thread;
 	bool threaded;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct wrow *in, **in_tail; /* added, not yet compressed; under lock */
+	bool closed;                /* no more rows; under lock */
+	bool stored;                /* committed (or failed); under lock */
+	struct wrow *rows, **rows_tail; /* compressed: writer thread only */
+	size_t n;
+	int r;
 };
 
-static void *writer_main(void *arg)
+/* Compresses what came; returns false once closed and nothing is left. */
+static bool writer_compress(struct catalog_writer *w, bool wait)
 {
-	struct catalog_writer *w = arg;
+	pthread_mutex_lock(&w->lock);
+	while (wait && !w->in && !w->closed)
+		pthread_cond_wait(&w->cond, &w->lock);
+	struct wrow *batch = w->in;
+	bool more = batch || !w->closed;
+	w->in = NULL;
+	w->in_tail = &w->in;
+	pthread_mutex_unlock(&w->lock);
+	while (batch) {
+		struct wrow *row = batch;
+		batch = row->next;
+		row->next = NULL;
+		if (w->r == 0)
+			w->r = compress_row(w->c, row);
+		*w->rows_tail = row;
+		w->rows_tail = &row->next;
+		w->n++;
+	}
+	return more;
+}
+
+static void writer_store(struct catalog_writer *w)
+{
 	uint64_t t0 = now_ns();
 	struct catalog *c = w->c;
-	int r = 0;
+	int r = w->r;
 	const char *name = "";
-	if (sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+	if (r == 0 && sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
 		r = sql_err(c, "begin", NULL, 0);
-	} else {
-		for (size_t i = 0; r == 0 && i < w->n; i++) {
-			struct catalog_item *it = &w->items[i];
-			name = it->filename;
-			r = put_rows(c, it->key, it->filename, it->size, it->tail, it->tail_len,
-				     it->meta);
+	} else if (r == 0) {
+		for (struct wrow *row = w->rows; r == 0 && row; row = row->next) {
+			name = row->it.filename;
+			r = put_rows(c, row);
 		}
 		if (sqlite3_exec(c->db, r == 0 ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL) !=
 			    SQLITE_OK &&
@@ -348,35 +390,91 @@ static void *writer_main(void *arg)
 	if (r < 0)
 		log_warn("cannot store %zu wheels in the catalog (%s; at \"%s\"), ignoring", w->n,
 			 strerror(-r), name);
-	w->c = catalog_close(w->c);
 	log_trace("catalog: %zu wheels stored (writer thread)", w->n);
+	/* what the next mount needs is there: closing (a WAL checkpoint, an
+	 * fsync) is no reason to keep this one waiting */
+	pthread_mutex_lock(&w->lock);
+	w->stored = true;
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	w->c = catalog_close(w->c);
 	log_debug(LOG_CAT_SQL, "catalog: %zu wheels stored in %.1f ms", w->n,
 		  (now_ns() - t0) / 1e6);
+}
+
+static void *writer_main(void *arg)
+{
+	struct catalog_writer *w = arg;
+	while (writer_compress(w, true))
+		;
+	writer_store(w);
 	return NULL;
 }
 
-struct catalog_writer *catalog_write_async(struct catalog *c, struct catalog_item *items,
-					   size_t n)
+struct catalog_writer *catalog_writer_start(struct catalog *c)
 {
 	struct catalog_writer *w = xcalloc(1, sizeof(*w));
 	w->c = c;
-	w->items = items;
-	w->n = n;
+	w->in_tail = &w->in;
+	w->rows_tail = &w->rows;
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, NULL);
 	w->threaded = pthread_create(&w->thread, NULL, writer_main, w) == 0;
-	if (!w->threaded)
-		writer_main(w);
 	return w;
+}
+
+void catalog_writer_add(struct catalog_writer *w, const struct catalog_item *it)
+{
+	struct wrow *row = xcalloc(1, sizeof(*row));
+	row->it = *it;
+	pthread_mutex_lock(&w->lock);
+	*w->in_tail = row;
+	w->in_tail = &row->next;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+void catalog_writer_finish(struct catalog_writer *w)
+{
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->lock);
+	w->closed = true;
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+void catalog_writer_wait(struct catalog_writer *w)
+{
+	if (!w)
+		return;
+	catalog_writer_finish(w);
+	pthread_mutex_lock(&w->lock);
+	if (w->threaded)
+		while (!w->stored)
+			pthread_cond_wait(&w->cond, &w->lock);
+	pthread_mutex_unlock(&w->lock);
+	if (!w->threaded && !w->stored) {
+		while (writer_compress(w, false))
+			;
+		writer_store(w);
+	}
 }
 
 struct catalog_writer *catalog_writer_join(struct catalog_writer *w)
 {
 	if (!w)
 		return NULL;
+	catalog_writer_wait(w);
 	if (w->threaded)
 		pthread_join(w->thread, NULL);
-	for (size_t i = 0; i < w->n; i++)
-		free(w->items[i].tail);
-	free(w->items);
+	while (w->rows) {
+		struct wrow *row = w->rows;
+		w->rows = row->next;
+		free_row(row);
+	}
+	pthread_mutex_destroy(&w->lock);
+	pthread_cond_destroy(&w->cond);
 	free(w);
 	return NULL;
 }

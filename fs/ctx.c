@@ -133,8 +133,8 @@ int fs_prepare(const struct fs_config *cfg, struct fs_ctx **ret, char *err, size
 		goto fail;
 	log_trace("prepare: tree built (%zu nodes)", ctx->tree->n);
 	/* the catalog rows were written meanwhile: a mount that is visible has
-	 * stored what it fetched, for the next one */
-	ctx->catalog_writer = catalog_writer_join(ctx->catalog_writer);
+	 * stored what it fetched, for the next one (fs_free joins the writer) */
+	catalog_writer_wait(ctx->catalog_writer);
 	log_trace("prepare: catalog written");
 	for (size_t w = 0; w < cfg->nwheels; w++) {
 		size_t ne = ctx->wheels[w].meta.cd ? ctx->wheels[w].meta.cd->n : 0;

@@ -23,17 +23,16 @@ struct catalog *catalog_close(struct catalog *c);
 int catalog_get(struct catalog *c, const uint8_t sha[32], uint64_t size, struct wheel_meta *ret);
 /* Whether a row for the wheel exists (not whether it is readable). */
 bool catalog_has(struct catalog *c, const uint8_t sha[32], uint64_t size);
-/* Stores metadata: the raw bytes [cd_off, size) of the wheel (central
- * directory and end records) and the kept small files. Returns 0 or -errno. */
-int catalog_put(struct catalog *c, const uint8_t sha[32], const char *filename, uint64_t size,
-		const uint8_t *tail, size_t tail_len, const struct wheel_meta *m);
-/* catalog_put of each item on a thread of its own, then catalog_close: the
- * mount goes on while the rows are written.  Takes c, items and each item's
- * tail (malloc'd); filename and meta are borrowed until catalog_writer_join,
- * which waits for the writes and frees what was taken.  Failures are logged
- * warnings (the next mount fetches again). */
+/* Stores the metadata of the wheels a mount fetched, on a thread of its
+ * own: catalog_writer_add hands over one wheel (its tail, malloc'd, is
+ * taken; filename and meta are borrowed until the join, and the meta must
+ * not change any more), and the rows are compressed as they come; once told
+ * there are no more, the thread inserts them all in one transaction, then
+ * closes the catalog (taken by catalog_writer_start); the join waits for all
+ * of it and frees what was taken.  Failures are logged
+ * warnings: the next mount fetches again. */
 struct catalog_item {
-	uint8_t key[32];
+	uint8_t key[32]; /* the catalog key: wheel_catalog_key */
 	const char *filename;
 	uint64_t size;
 	uint8_t *tail; /* bytes [size - tail_len, size): central directory and end records */
@@ -41,8 +40,13 @@ struct catalog_item {
 	const struct wheel_meta *meta;
 };
 struct catalog_writer;
-struct catalog_writer *catalog_write_async(struct catalog *c, struct catalog_item *items,
-					   size_t n);
+struct catalog_writer *catalog_writer_start(struct catalog *c);
+void catalog_writer_add(struct catalog_writer *w, const struct catalog_item *it);
+/* No more rows: the thread inserts them now. */
+void catalog_writer_finish(struct catalog_writer *w);
+/* catalog_writer_finish, then returns once the rows are committed (the
+ * catalog may still be closing). */
+void catalog_writer_wait(struct catalog_writer *w);
 struct catalog_writer *catalog_writer_join(struct catalog_writer *w);
 
 /* --- wheel.c: reading byte ranges of a wheel, wherever it is. */

@@ -708,10 +708,10 @@ static int ml_step(struct fs_ctx *ctx, struct mload *m, int res, char *err, size
 	return 0;
 }
 
-/* A wheel whose ranges are all in: decodes its kept members and queues its
- * catalog row (items[*n]). */
-static int ml_finish(struct fs_ctx *ctx, struct mload *m, struct catalog_item *items, size_t *n,
-		     char *err, size_t errlen)
+/* A wheel whose ranges are all in: decodes its kept members and hands its
+ * catalog rows to the writer. */
+static int ml_finish(struct fs_ctx *ctx, struct mload *m, struct catalog_writer *cw, char *err,
+		     size_t errlen)
 {
 	m->finished = true;
 	int r = load_kept_files(ctx, m, err, errlen);
@@ -721,14 +721,11 @@ static int ml_finish(struct fs_ctx *ctx, struct mload *m, struct catalog_item *i
 	qsort(w->meta.files, w->meta.nfiles, sizeof(struct wheel_file), cmp_file);
 	uint64_t cd_off = w->meta.cd->cd_off;
 	size_t len = (size_t)(w->spec->size - cd_off);
-	struct catalog_item *it = &items[(*n)++];
-	memcpy(it->key, w->key, 32);
-	it->filename = w->spec->filename;
-	it->size = w->spec->size;
-	it->tail = xmalloc(len ? len : 1);
-	memcpy(it->tail, m->tail.data + (cd_off - m->tail_off), len);
-	it->tail_len = len;
-	it->meta = &w->meta;
+	struct catalog_item it = {.filename = w->spec->filename, .size = w->spec->size,
+				  .tail = xmalloc(len ? len : 1), .tail_len = len, .meta = &w->meta};
+	memcpy(it.key, w->key, 32);
+	memcpy(it.tail, m->tail.data + (cd_off - m->tail_off), len);
+	catalog_writer_add(cw, &it);
 	return 0;
 }
 
@@ -776,9 +773,13 @@ int wheel_load_all(struct fs_ctx *ctx, struct catalog *cat, struct wheel_prefetc
 	log_trace("metadata: %zu wheels, %zu from the catalog, %zu tails in flight", n, n - np,
 		  npf);
 
-	/* the catalog rows, written on the side */
-	struct catalog_item *items = xcalloc(np ? np : 1, sizeof(*items));
-	size_t nitems = 0, pending = 0, tails = np, nreq[ML_DONE] = {0};
+	/* the catalog rows are written on the side (nothing else uses cat now) */
+	struct catalog_writer *cw = NULL;
+	if (np)
+		ctx->catalog_writer = cw = catalog_writer_start(cat);
+	else
+		catalog_close(cat);
+	size_t pending = 0, tails = np, nreq[ML_DONE] = {0};
 	uint64_t bytes = 0;
 	for (size_t k = 0; k < np; k++) {
 		if (!ml[k]->inflight)
@@ -808,20 +809,14 @@ int wheel_load_all(struct fs_ctx *ctx, struct catalog *cat, struct wheel_prefetc
 			ml_submit(ctx->http, m);
 		} else {
 			/* decoded while the others are on the wire */
-			r = ml_finish(ctx, m, items, &nitems, err, errlen);
+			r = ml_finish(ctx, m, cw, err, errlen);
 		}
 	}
 	log_trace("metadata: all ranges in: %zu tails, %zu directories, %zu kept ranges, "
 		  "%llu bytes", nreq[ML_TAIL], nreq[ML_DIR], nreq[ML_KEPT],
 		  (unsigned long long)bytes);
+	catalog_writer_finish(cw); /* inserted while the tree is built */
 
-	if (nitems) {
-		ctx->catalog_writer = catalog_write_async(cat, items, nitems);
-	} else {
-		free(items);
-		catalog_close(cat);
-	}
-	log_trace("metadata: kept members decoded");
 	for (size_t k = 0; k < np; k++)
 		ml_free(ml[k]);
 	free(ml);
