@@ -42,16 +42,20 @@ int fs_early_start(const char *cache_dir, const struct fs_wheel *guess, size_t n
 	int r = open_cache(cache_dir, &e->cache, err, errlen);
 	if (r == 0 && !(e->http = start_engine(err, errlen)))
 		r = -EIO;
-	if (r == 0) {
-		char *dbpath = xasprintf("%s/catalog.db", cache_dir);
+	char *dbpath = xasprintf("%s/catalog.db", cache_dir);
+	/* a new cache has nothing to look up: the tails go out before the
+	 * catalog is created (a few ms of SQLite) */
+	if (r == 0 && access(dbpath, F_OK) < 0 && errno == ENOENT)
+		e->pf = wheel_prefetch_start(e->http, e->cache, NULL, guess, n);
+	if (r == 0)
 		r = catalog_open(dbpath, &e->cat, err, errlen);
-		free(dbpath);
-	}
+	free(dbpath);
 	if (r < 0) {
 		fs_early_free(e);
 		return r;
 	}
-	e->pf = wheel_prefetch_start(e->http, e->cache, e->cat, guess, n);
+	if (!e->pf)
+		e->pf = wheel_prefetch_start(e->http, e->cache, e->cat, guess, n);
 	*ret = e;
 	return 0;
 }

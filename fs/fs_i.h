@@ -86,7 +86,7 @@ void wheel_catalog_key(const uint8_t sha[32], const char *url, uint8_t ret[32]);
 uint64_t wheel_tail_len(uint64_t size);
 
 /* Tails asked for before the wheels are known for sure (fs_early_start):
- * every remote wheel of specs not in the catalog.  wheel_load_all takes the
+ * every remote wheel of specs not in the catalog (cat NULL: a new cache).  wheel_load_all takes the
  * ones it needs; wheel_prefetch_free cancels the rest. */
 struct wheel_prefetch;
 struct wheel_prefetch *wheel_prefetch_start(struct http_engine *http, struct cache *cache,

@@ -575,7 +575,7 @@ struct wheel_prefetch *wheel_prefetch_start(struct http_engine *http, struct cac
 		const struct fs_wheel *s = &specs[i];
 		uint8_t key[32];
 		wheel_catalog_key(s->sha256, s->url, key);
-		if (!http_is_remote(s->url) || catalog_has(cat, key, s->size))
+		if (!http_is_remote(s->url) || (cat && catalog_has(cat, key, s->size)))
 			continue; /* a local file, or no request at all */
 		struct mload *m = ml_new(cache, pf->q, s->url, s->sha256, s->size);
 		ml_submit(http, m);
