@@ -528,6 +528,8 @@ static int check_response(struct http_req_priv *p)
 			    "resource has %" CURL_FORMAT_CURL_OFF_T
 			    " bytes, range ends at %" PRIu64,
 			    cl, r->off + r->len);
+	if (r->range_ignored && r->full_fd < 0 && r->full_open)
+		r->full_fd = r->full_open(r);
 	if (r->range_ignored && r->full_fd >= 0) {
 		/* Each 200 rewrites the file from scratch: an earlier attempt may
 		 * have left a prefix. */
@@ -943,7 +945,7 @@ struct http_engine *http_engine_new(const struct http_opts *opts)
 	if (opts)
 		e->opts = *opts;
 	if (e->opts.max_host_connections <= 0)
-		e->opts.max_host_connections = 48;
+		e->opts.max_host_connections = 64;
 	if (e->opts.max_retries == 0)
 		e->opts.max_retries = 4;
 	else if (e->opts.max_retries < 0)

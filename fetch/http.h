@@ -31,8 +31,10 @@
 struct http_engine;
 
 struct http_opts {
-	int max_host_connections; /* HTTP/1.1 connections per host (default 48: one
-				    * metadata wave of ~50 wheels in one round trip) */
+	int max_host_connections; /* HTTP/1.1 connections per host (default 64: the
+				    * tails of a lock of up to 64 wheels in one round
+				    * trip; at 48, a 49th tail waited for a free
+				    * connection, one round trip more) */
 	int max_retries;          /* default 4 */
 	long connect_timeout_ms;  /* default 10000 */
 	long low_speed_time_s;    /* abort a transfer slower than 1 B/s for this long (default 30) */
@@ -52,6 +54,11 @@ struct http_req {
 	http_sink_fn sink;
 	void *ud;
 	int full_fd; /* -1, or an fd receiving the whole body when Range is ignored */
+	/* NULL, or called on the engine thread when a 200 answers the range
+	 * and full_fd is -1: returns the fd to use as full_fd (the caller
+	 * closes req->full_fd afterwards), or -1 for none.  Saves creating a
+	 * file per request for servers that almost always honour Range. */
+	int (*full_open)(struct http_req *req);
 	const char *accept; /* NULL, or the value of an Accept header to send */
 	/* NULL, or called once when the request completes, on the engine thread
 	 * (in http_submit() for local files), before http_wait() can return.

@@ -10,26 +10,93 @@
 #include "fetch/util/util.h"
 #include "fs/fs_i.h"
 
+struct fs_early {
+	struct cache *cache;
+	struct http_engine *http;
+	struct catalog *cat;
+	struct wheel_prefetch *pf;
+};
+
+static int open_cache(const char *dir, struct cache **ret, char *err, size_t errlen)
+{
+	int r = mkdir_p(dir, 0755);
+	if (r == 0)
+		r = cache_open(dir, ret);
+	if (r < 0)
+		snprintf(err, errlen, "cache directory \"%s\": %s", dir, strerror(-r));
+	return r;
+}
+
+static struct http_engine *start_engine(char *err, size_t errlen)
+{
+	struct http_engine *e = http_engine_new(NULL);
+	if (!e)
+		snprintf(err, errlen, "cannot start the fetch engine");
+	return e;
+}
+
+int fs_early_start(const char *cache_dir, const struct fs_wheel *guess, size_t n,
+		   struct fs_early **ret, char *err, size_t errlen)
+{
+	struct fs_early *e = xcalloc(1, sizeof(*e));
+	int r = open_cache(cache_dir, &e->cache, err, errlen);
+	if (r == 0 && !(e->http = start_engine(err, errlen)))
+		r = -EIO;
+	char *dbpath = xasprintf("%s/catalog.db", cache_dir);
+	/* a new cache has nothing to look up: the tails go out before the
+	 * catalog is created (a few ms of SQLite) */
+	if (r == 0 && access(dbpath, F_OK) < 0 && errno == ENOENT)
+		e->pf = wheel_prefetch_start(e->http, e->cache, NULL, guess, n);
+	if (r == 0)
+		r = catalog_open(dbpath, &e->cat, err, errlen);
+	free(dbpath);
+	if (r < 0) {
+		fs_early_free(e);
+		return r;
+	}
+	if (!e->pf)
+		e->pf = wheel_prefetch_start(e->http, e->cache, e->cat, guess, n);
+	*ret = e;
+	return 0;
+}
+
+struct fs_early *fs_early_free(struct fs_early *e)
+{
+	if (!e)
+		return NULL;
+	e->pf = wheel_prefetch_free(e->pf); /* before the engine stops */
+	e->http = http_engine_free(e->http);
+	e->cat = catalog_close(e->cat);
+	cache_close(e->cache);
+	free(e);
+	return NULL;
+}
+
 int fs_prepare(const struct fs_config *cfg, struct fs_ctx **ret, char *err, size_t errlen)
 {
 	uint64_t t0 = now_ns();
 	struct fs_ctx *ctx = xcalloc(1, sizeof(*ctx));
+	struct fs_early *early = cfg->early;
 	int r;
 
 	ctx->cfg = *cfg;
+	ctx->cfg.early = NULL;
 	ctx->cache_dir = xstrdup(cfg->cache_dir);
-	r = mkdir_p(ctx->cache_dir, 0755);
-	if (r == 0)
-		r = cache_open(ctx->cache_dir, &ctx->cache);
-	if (r < 0) {
-		snprintf(err, errlen, "cache directory \"%s\": %s", ctx->cache_dir, strerror(-r));
-		goto fail;
-	}
-	ctx->http = http_engine_new(NULL);
-	if (!ctx->http) {
-		snprintf(err, errlen, "cannot start the fetch engine");
-		r = -EIO;
-		goto fail;
+	if (early) {
+		/* the cache, engine and catalog are ready, some tails in flight */
+		ctx->cache = early->cache;
+		ctx->http = early->http;
+		early->cache = NULL;
+		early->http = NULL;
+	} else {
+		r = open_cache(ctx->cache_dir, &ctx->cache, err, errlen);
+		if (r < 0)
+			goto fail;
+		ctx->http = start_engine(err, errlen);
+		if (!ctx->http) {
+			r = -EIO;
+			goto fail;
+		}
 	}
 
 	ctx->wheels = xcalloc(cfg->nwheels ? cfg->nwheels : 1, sizeof(*ctx->wheels));
@@ -45,9 +112,15 @@ int fs_prepare(const struct fs_config *cfg, struct fs_ctx **ret, char *err, size
 		else
 			free(p);
 	}
-	r = wheel_load_all(ctx, err, errlen);
+	log_trace("prepare: cache and engine ready");
+	r = wheel_load_all(ctx, early ? early->cat : NULL, early ? early->pf : NULL, err, errlen);
+	if (early) {
+		early->cat = NULL; /* taken */
+		early->pf = wheel_prefetch_free(early->pf); /* cancels the tails not used */
+	}
 	if (r < 0)
 		goto fail;
+	log_trace("prepare: metadata loaded");
 
 	for (size_t i = 0; i < cfg->nwheels; i++)
 		ctx->twheels[i] = (struct tree_wheel){cfg->wheels[i].filename,
@@ -62,6 +135,11 @@ int fs_prepare(const struct fs_config *cfg, struct fs_ctx **ret, char *err, size
 	r = tree_build(&topts, ctx->twheels, cfg->nwheels, &ctx->tree, err, errlen);
 	if (r < 0)
 		goto fail;
+	log_trace("prepare: tree built (%zu nodes)", ctx->tree->n);
+	/* the catalog rows were written meanwhile: a mount that is visible has
+	 * stored what it fetched, for the next one (fs_free joins the writer) */
+	catalog_writer_wait(ctx->catalog_writer);
+	log_trace("prepare: catalog written");
 	for (size_t w = 0; w < cfg->nwheels; w++) {
 		size_t ne = ctx->wheels[w].meta.cd ? ctx->wheels[w].meta.cd->n : 0;
 		ctx->wheels[w].entry_node = xmalloc((ne ? ne : 1) * sizeof(uint32_t));
@@ -97,9 +175,11 @@ int fs_prepare(const struct fs_config *cfg, struct fs_ctx **ret, char *err, size
 	ctx->stats.elapsed_ns = now_ns() - t0;
 	if (cfg->profile) /* after the stats: its requests are not the preparation's */
 		ctx->profile = profile_open(ctx, cfg->profile);
+	fs_early_free(early);
 	*ret = ctx;
 	return 0;
 fail:
+	fs_early_free(early); /* before fs_free: its tails use the engine */
 	fs_free(ctx);
 	return r;
 }
@@ -109,6 +189,7 @@ struct fs_ctx *fs_free(struct fs_ctx *ctx)
 	if (!ctx)
 		return NULL;
 	ctx->profile = profile_close(ctx->profile); /* uses the engine and the cache */
+	ctx->catalog_writer = catalog_writer_join(ctx->catalog_writer); /* reads the metas */
 	ctx->http = http_engine_free(ctx->http);
 	ctx->pyc = pyc_free(ctx->pyc);
 	for (size_t i = 0; ctx->wheels && i < ctx->cfg.nwheels; i++) {

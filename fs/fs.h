@@ -28,9 +28,24 @@ struct fs_config {
 	const struct fs_wheel *wheels;
 	size_t nwheels;
 	const char *profile; /* absolute path: record opened bodies there, replay it (or NULL) */
+	struct fs_early *early; /* or NULL: taken by fs_prepare (even when it fails) */
 };
 
 struct fs_ctx;
+
+/* The part of preparing a mount that needs no interpreter, started while
+ * the interpreter is still being asked: opens the cache and the catalog,
+ * starts the fetch engine and asks for the metadata tails of guess[] (the
+ * wheels the lock names whatever the interpreter; those in the catalog are
+ * skipped).  fs_prepare, given it in fs_config.early, uses the answers of
+ * the wheels it mounts and cancels the rest.  Starts a thread: call after
+ * any fork().  guess[] may be freed on return.  Returns 0 and *ret, or
+ * -errno with a message (then fs_prepare alone would fail the same way). */
+struct fs_early;
+int fs_early_start(const char *cache_dir, const struct fs_wheel *guess, size_t n,
+		   struct fs_early **ret, char *err, size_t errlen);
+/* When fs_prepare is not called after all. */
+struct fs_early *fs_early_free(struct fs_early *e);
 
 /* Opens the cache and catalog, loads every wheel's metadata (from the
  * catalog, else with range requests, in parallel) and builds the tree.

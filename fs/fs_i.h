@@ -21,10 +21,33 @@ struct catalog *catalog_close(struct catalog *c);
 /* Loads a wheel's metadata into *ret (caller clears with wheel_meta_clear).
  * Returns 0, -ENOENT if unknown, -EBADMSG if the stored row is corrupt. */
 int catalog_get(struct catalog *c, const uint8_t sha[32], uint64_t size, struct wheel_meta *ret);
-/* Stores metadata: the raw bytes [cd_off, size) of the wheel (central
- * directory and end records) and the kept small files. Returns 0 or -errno. */
-int catalog_put(struct catalog *c, const uint8_t sha[32], const char *filename, uint64_t size,
-		const uint8_t *tail, size_t tail_len, const struct wheel_meta *m);
+/* Whether a row for the wheel exists (not whether it is readable). */
+bool catalog_has(struct catalog *c, const uint8_t sha[32], uint64_t size);
+/* Stores the metadata of the wheels a mount fetched, on a thread of its
+ * own: catalog_writer_add hands over one wheel (its tail, malloc'd, is
+ * taken; filename and meta are borrowed until the join, and the meta must
+ * not change any more), and the rows are compressed as they come; once told
+ * there are no more, the thread inserts them all in one transaction, then
+ * closes the catalog (taken by catalog_writer_start); the join waits for all
+ * of it and frees what was taken.  Failures are logged
+ * warnings: the next mount fetches again. */
+struct catalog_item {
+	uint8_t key[32]; /* the catalog key: wheel_catalog_key */
+	const char *filename;
+	uint64_t size;
+	uint8_t *tail; /* bytes [size - tail_len, size): central directory and end records */
+	size_t tail_len;
+	const struct wheel_meta *meta;
+};
+struct catalog_writer;
+struct catalog_writer *catalog_writer_start(struct catalog *c);
+void catalog_writer_add(struct catalog_writer *w, const struct catalog_item *it);
+/* No more rows: the thread inserts them now. */
+void catalog_writer_finish(struct catalog_writer *w);
+/* catalog_writer_finish, then returns once the rows are committed (the
+ * catalog may still be closing). */
+void catalog_writer_wait(struct catalog_writer *w);
+struct catalog_writer *catalog_writer_join(struct catalog_writer *w);
 
 /* --- wheel.c: reading byte ranges of a wheel, wherever it is. */
 struct wheel_src {
@@ -51,6 +74,7 @@ struct fs_ctx {
 	uint64_t stream_min;     /* SITEFS_STREAM_MIN: bodies this big are streamed (0: never) */
 	struct profile *profile; /* NULL: no --profile */
 	struct fs_prepare_stats stats;
+	struct catalog_writer *catalog_writer; /* rows of this mount's misses, until joined */
 };
 
 /* Metadata read by range requests cannot be checked against the lock's
@@ -58,10 +82,22 @@ struct fs_ctx {
  * sha256 *and* where it came from: a lock that pairs a known sha256 with
  * another URL cannot plant its files under the real wheel's key. */
 void wheel_catalog_key(const uint8_t sha[32], const char *url, uint8_t ret[32]);
+/* Length of the first metadata request of a wheel of size bytes. */
+uint64_t wheel_tail_len(uint64_t size);
 
+/* Tails asked for before the wheels are known for sure (fs_early_start):
+ * every remote wheel of specs not in the catalog (cat NULL: a new cache).  wheel_load_all takes the
+ * ones it needs; wheel_prefetch_free cancels the rest. */
+struct wheel_prefetch;
+struct wheel_prefetch *wheel_prefetch_start(struct http_engine *http, struct cache *cache,
+					    struct catalog *cat, const struct fs_wheel *specs,
+					    size_t n);
+struct wheel_prefetch *wheel_prefetch_free(struct wheel_prefetch *pf);
 /* Loads metadata for all wheels (catalog first, then parallel range
- * requests), filling ctx->wheels[i].meta. Returns 0 or -errno + message. */
-int wheel_load_all(struct fs_ctx *ctx, char *err, size_t errlen);
+ * requests, using pf's tails where they match), filling ctx->wheels[i].meta.
+ * Takes cat (NULL: opens the catalog itself).  Returns 0 or -errno + message. */
+int wheel_load_all(struct fs_ctx *ctx, struct catalog *cat, struct wheel_prefetch *pf,
+		   char *err, size_t errlen);
 /* Streams bytes [off, off+len) of wheel w to sink.  Uses the local copy when
  * there is one; on a server that ignores Range, downloads the whole wheel
  * once into the cache (verified against the lock's sha256) and reads from

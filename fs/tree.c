@@ -1139,37 +1139,51 @@ static int parse_record(struct wctx *c)
 	while (i < n) {
 		size_t len, next = next_line(s, n, i, &len);
 
-		for (size_t k = 0; k < len; k++) {
-			char ch = s[i + k];
+		for (size_t k = 0; k < len;) {
+			const char *p = s + i + k, *e;
+			char ch = *p;
+			size_t run;
 
+			/* runs of plain characters are copied at once: a
+			 * byte at a time was half of building the tree */
 			switch (st) {
 			case START_RECORD:
 			case START_FIELD:
 				if (ch == '"') {
 					st = IN_QUOTED;
+					k++;
+					break;
 				} else if (ch == ',') {
 					SAVE_FIELD();
 					st = START_FIELD;
-				} else {
-					buf_append(&field, &ch, 1);
-					st = IN_FIELD;
+					k++;
+					break;
 				}
-				break;
+				st = IN_FIELD; /* ch starts the field */
+				/* fall through */
 			case IN_FIELD:
-				if (ch == ',') {
+				e = memchr(p, ',', len - k);
+				run = e ? (size_t)(e - p) : len - k;
+				buf_append(&field, p, run);
+				k += run;
+				if (e) {
 					SAVE_FIELD();
 					st = START_FIELD;
-				} else {
-					buf_append(&field, &ch, 1);
+					k++;
 				}
 				break;
 			case IN_QUOTED:
-				if (ch == '"')
+				e = memchr(p, '"', len - k);
+				run = e ? (size_t)(e - p) : len - k;
+				buf_append(&field, p, run);
+				k += run;
+				if (e) {
 					st = QUOTE_IN_QUOTED;
-				else
-					buf_append(&field, &ch, 1);
+					k++;
+				}
 				break;
 			case QUOTE_IN_QUOTED:
+				k++;
 				if (ch == '"') {
 					buf_append(&field, &ch, 1);
 					st = IN_QUOTED;

@@ -3,13 +3,18 @@
  *
  * Everything that can fail for a reason the user can fix (lock file,
  * interpreter, index, zip directories) happens before the mount, with the
- * terminal still attached.  Without -f the work runs in a child that tells
- * the parent through a pipe once the tree is mounted; the parent exits 0
- * only then, so a script can use the venv right after `sitefs mount`. */
+ * terminal still attached.  Without -f everything after reading the lock
+ * runs in a child (its errors still go to the terminal) that tells the
+ * parent through a pipe once the tree is mounted; the parent exits 0 only
+ * then, or with the child's status, so a script can use the venv right
+ * after `sitefs mount`.  The interpreter query runs on a thread while the
+ * metadata requests of the wheels the lock alone determines are in flight
+ * (fs_early_start). */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,6 +114,20 @@ static int parse_args(int argc, char **argv)
 	return 1;
 }
 
+struct interp_job {
+	const char *python, *cache_dir;
+	struct interp *ip;
+	int r;
+	char err[1024];
+};
+
+static void *interp_main(void *arg)
+{
+	struct interp_job *j = arg;
+	j->r = interp_query(j->python, j->cache_dir, &j->ip, j->err, sizeof(j->err));
+	return NULL;
+}
+
 /* Parent side of the daemon handshake: exit 0 once the child says mounted. */
 static int wait_for_child(pid_t pid, int rfd)
 {
@@ -144,9 +163,11 @@ int cmd_mount(int argc, char **argv)
 	struct fs_wheel *wheels = NULL;
 	size_t nwheels = 0;
 	struct fs_ctx *ctx = NULL;
+	struct fs_early *early = NULL;
 	char mnt[PATH_MAX];
 	char *state_path = NULL, *fuse_opts = NULL, *profile = NULL;
 	uint64_t t0 = now_ns();
+	log_trace("mount: start");
 
 	struct stat st;
 	if (!realpath(mnt_arg, mnt) || stat(mnt, &st) < 0) {
@@ -204,27 +225,10 @@ int cmd_mount(int argc, char **argv)
 		fprintf(stderr, "sitefs mount: %s\n", err[0] ? err : strerror(-r));
 		goto out;
 	}
-	r = interp_query(arg_python, cache_dir, &ip, err, sizeof(err));
-	if (r < 0) {
-		fprintf(stderr, "sitefs mount: interpreter \"%s\": %s\n", arg_python,
-			err[0] ? err : strerror(-r));
-		goto out;
-	}
-	r = lockplan_build(lf, ip, &wheels, &nwheels, err, sizeof(err));
-	if (r < 0) {
-		fprintf(stderr, "sitefs mount: %s\n", err);
-		goto out;
-	}
+	log_trace("mount: lock parsed");
 
-	/* Record what this mount is made of, for materialize/prefetch MOUNTPOINT. */
-	char *abs_lock = realpath(lock_path, NULL);
-	struct mountstate ms = {.mountpoint = mnt, .lock = abs_lock, .cache = cache_dir,
-				.python = ip->executable};
-	if (abs_lock && mountstate_write(&ms, &state_path) == 0)
-		fuse_opts = arg_fuse_opts ? xasprintf("fsname=%s,%s", state_path, arg_fuse_opts)
-					  : xasprintf("fsname=%s", state_path);
-	free(abs_lock);
-
+	/* From here on, errors still reach the terminal (the child's stderr)
+	 * and the parent exits with the child's status. */
 	int pfd[2] = {-1, -1};
 	if (!arg_foreground) {
 		if (pipe2(pfd, O_CLOEXEC) < 0) {
@@ -245,6 +249,45 @@ int cmd_mount(int argc, char **argv)
 		setsid();
 	}
 
+	/* The interpreter is asked on a thread (a Python process, ~25 ms when
+	 * not cached) while the metadata of the wheels the lock names whatever
+	 * the interpreter is already on its way. */
+	struct interp_job job = {.python = arg_python, .cache_dir = cache_dir};
+	pthread_t ith;
+	bool threaded = pthread_create(&ith, NULL, interp_main, &job) == 0;
+	if (!threaded)
+		interp_main(&job);
+	struct fs_wheel *guess;
+	size_t nguess;
+	lockplan_guess(lf, &guess, &nguess);
+	char eerr[1024];
+	if (fs_early_start(cache_dir, guess, nguess, &early, eerr, sizeof(eerr)) < 0)
+		early = NULL; /* fs_prepare meets the same error and reports it */
+	free(guess);
+	if (threaded)
+		pthread_join(ith, NULL);
+	ip = job.ip;
+	if (job.r < 0) {
+		fprintf(stderr, "sitefs mount: interpreter \"%s\": %s\n", arg_python,
+			job.err[0] ? job.err : strerror(-job.r));
+		goto out;
+	}
+	log_trace("mount: interpreter known");
+	r = lockplan_build(lf, ip, &wheels, &nwheels, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "sitefs mount: %s\n", err);
+		goto out;
+	}
+
+	/* Record what this mount is made of, for materialize/prefetch MOUNTPOINT. */
+	char *abs_lock = realpath(lock_path, NULL);
+	struct mountstate ms = {.mountpoint = mnt, .lock = abs_lock, .cache = cache_dir,
+				.python = ip->executable};
+	if (abs_lock && mountstate_write(&ms, &state_path) == 0)
+		fuse_opts = arg_fuse_opts ? xasprintf("fsname=%s,%s", state_path, arg_fuse_opts)
+					  : xasprintf("fsname=%s", state_path);
+	free(abs_lock);
+
 	struct fs_config cfg = {
 		.cache_dir = cache_dir,
 		.venv_root = mnt,
@@ -254,7 +297,9 @@ int cmd_mount(int argc, char **argv)
 		.wheels = wheels,
 		.nwheels = nwheels,
 		.profile = profile,
+		.early = early,
 	};
+	early = NULL; /* fs_prepare takes it */
 	r = fs_prepare(&cfg, &ctx, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "sitefs mount: %s\n", err);
@@ -271,12 +316,14 @@ int cmd_mount(int argc, char **argv)
 			(unsigned long long)ps.wire_bytes, t->nfiles, t->body_bytes / 1e6,
 			(now_ns() - t0) / 1e6);
 	}
+	log_trace("mount: prepared, mounting");
 	r = fs_serve(ctx, mnt, fuse_opts ? fuse_opts : arg_fuse_opts, arg_debug,
 		     arg_foreground ? -1 : pfd[1]);
 	ret = r < 0 ? 1 : 0;
 	if (state_path)
 		unlink(state_path);
 out:
+	fs_early_free(early);
 	free(state_path);
 	free(fuse_opts);
 	free(profile);

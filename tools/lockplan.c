@@ -147,3 +147,21 @@ int lockplan_build(const struct lock_file *lf, const struct interp *ip, struct f
 	*ret_n = n;
 	return 0;
 }
+
+void lockplan_guess(const struct lock_file *lf, struct fs_wheel **ret, size_t *ret_n)
+{
+	struct fs_wheel *out = xcalloc(lf->npkgs ? lf->npkgs : 1, sizeof(*out));
+	size_t n = 0;
+	for (size_t i = 0; i < lf->npkgs; i++) {
+		const struct lock_package *p = &lf->pkgs[i];
+		if (p->marker || p->nwheels != 1 || !p->wheels[0].url || !p->wheels[0].has_size ||
+		    !p->wheels[0].has_sha256)
+			continue;
+		const struct lock_wheel *w = &p->wheels[0];
+		out[n++] = (struct fs_wheel){.filename = w->filename, .url = w->url,
+					     .size = w->size};
+		memcpy(out[n - 1].sha256, w->sha256, 32);
+	}
+	*ret = out;
+	*ret_n = n;
+}

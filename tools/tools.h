@@ -65,5 +65,11 @@ char *tools_default_cache_dir(void);
  * package (sdist-only, no compatible wheel, missing size, bad marker). */
 int lockplan_build(const struct lock_file *lf, const struct interp *ip, struct fs_wheel **ret,
 		   size_t *ret_n, char *err, size_t errlen);
+/* The wheels lockplan_build will pick whatever the interpreter, as far as
+ * the lock alone tells: those of packages with no marker and one wheel (with
+ * a URL and a size).  For asking for their metadata while the interpreter
+ * is queried; a guess that proves wrong costs one request.  Borrows from lf;
+ * caller frees the array (*ret_n may be 0). */
+void lockplan_guess(const struct lock_file *lf, struct fs_wheel **ret, size_t *ret_n);
 
 #endif

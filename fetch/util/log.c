@@ -14,6 +14,8 @@ static int log_level = LOG_NOTICE;
 static unsigned log_cats;
 static int log_syslog;
 static int log_extra_fd = -1;
+static int log_tracing;
+static struct timespec log_t0;
 
 static const struct {
 	const char *name;
@@ -70,6 +72,40 @@ void log_init_from_env(void)
 	s = getenv("SITEFS_LOG_LEVEL");
 	if (s && *s)
 		log_level = atoi(s);
+	s = getenv("SITEFS_TRACE");
+	log_tracing = s && *s && strcmp(s, "0") != 0;
+	clock_gettime(CLOCK_MONOTONIC, &log_t0);
+}
+
+int log_trace_enabled(void)
+{
+	return log_tracing;
+}
+
+void log_trace(const char *fmt, ...)
+{
+	if (!log_tracing)
+		return;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	double ms = (double)(ts.tv_sec - log_t0.tv_sec) * 1e3 +
+		    (double)(ts.tv_nsec - log_t0.tv_nsec) / 1e6;
+	/* and the calling thread's CPU time: local work measured apart from
+	 * what other processes take from it */
+	struct timespec cpu;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
+	char line[512];
+	int n = snprintf(line, sizeof(line), "sitefs: trace: %+9.3f (cpu %7.3f) ", ms,
+			 (double)cpu.tv_sec * 1e3 + (double)cpu.tv_nsec / 1e6);
+	va_list ap;
+	va_start(ap, fmt);
+	int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+	va_end(ap);
+	size_t len = (size_t)n + (m < 0 ? 0 : MIN_LEN((size_t)m, sizeof(line) - (size_t)n - 2));
+	line[len++] = '\n';
+	if (write(2, line, len) < 0) {
+		/* nothing sensible to do */
+	}
 }
 
 void log_use_syslog(const char *ident)

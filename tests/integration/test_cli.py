@@ -68,3 +68,19 @@ def test_lock_errors(sitefs_bin, nginx_lock, tmp_path, case):
     finally:
         lazy_umount(mnt)
         shutil.rmtree(mnt.parent, ignore_errors=True)
+
+
+def test_interpreter_error_reaches_the_terminal(sitefs_bin, nginx_lock, tmp_path):
+    """The daemon forks before the interpreter is asked (its query overlaps the first
+    requests): a bad --python still fails `sitefs mount` with the reason on stderr."""
+    mnt = short_dir() / "venv"
+    mnt.mkdir()
+    try:
+        r = run_sitefs("mount", "--python", tmp_path / "no-such-python", "--cache-dir",
+                       tmp_path / "cache", nginx_lock, mnt)
+        assert r.returncode != 0, "mount succeeded"
+        assert not is_mounted(mnt)
+        assert "no-such-python" in r.stderr and "interpreter" in r.stderr, r.stderr
+    finally:
+        lazy_umount(mnt)
+        shutil.rmtree(mnt.parent, ignore_errors=True)

@@ -20,6 +20,25 @@ pytestmark = pytest.mark.fuse
 GENERATED = ("purepkg", "clipkg", "cext", "datapkg", "bigpkg")  # dist-info inside the tail
 
 
+def tail_len(size):
+    """fs/wheel.c wheel_tail_len: the first request is 1/50 of the wheel, 64 KiB..1 MiB."""
+    return min(size, max(65536, min(size // 50, 1 << 20)))
+
+
+def planned_spans(whl):
+    """What the mount may ask for: the tail and, when the central directory starts
+    before it, the directory plus a guess of its own length + 64 KiB in front of it
+    (the dist-info); dist-info members outside both come in one range, which may run
+    256 bytes past the last (ZIPCD_LOCAL_SLACK: a local extra field is guessed)."""
+    size = whl.stat().st_size
+    start = size - tail_len(size)
+    cd_off, _ = wheelgen.cd_range(whl)
+    if cd_off < start:
+        start = max(0, cd_off - (size - cd_off) - 65536)
+    spans = [wheelgen.entry_span(whl, n) for n in wheelgen.distinfo_names(whl)]
+    return [(start, size)] + [(a, min(size, b + 256)) for a, b in spans]
+
+
 def test_mount_fetches_only_metadata(mount, nginx, nginx_lock, wheelhouse):
     mark = nginx.mark()
     mount(nginx_lock)
@@ -33,12 +52,75 @@ def test_mount_fetches_only_metadata(mount, nginx, nginx_lock, wheelhouse):
             assert r.method == "GET" and r.status == 206, f"{whl.name}: {r}"
             assert re.fullmatch(r"bytes=\d+-\d+", r.range or ""), \
                 f"{whl.name}: want explicit ranges (no suffix range, no whole file): {r}"
-        tail = f"bytes={max(0, size - 65536)}-{size - 1}"
-        assert tail in [r.range for r in rs], f"{whl.name}: no '{tail}' request: {rs}"
-        assert len(rs) <= (1 if short in GENERATED else 4), f"{whl.name}: {len(rs)} requests: {rs}"
+        tail = f"bytes={size - tail_len(size)}-{size - 1}"
+        assert rs[0].range == tail, f"{whl.name}: first request is not '{tail}': {rs}"
+        # the tail, then at most the directory with the dist-info in front of it
+        assert len(rs) <= (1 if short in GENERATED else 2), f"{whl.name}: {len(rs)} requests: {rs}"
         fetched = [s for r in rs for s in range_spans(r.range, size)]
-        extra = bytes_outside(fetched, wheelgen.metadata_spans(whl))
-        assert extra <= 16384, f"{whl.name}: {extra} bytes of file bodies fetched at mount"
+        assert bytes_outside(fetched, planned_spans(whl)) == 0, \
+            f"{whl.name}: bytes outside the planned metadata ranges: {rs}"
+        extra = bytes_outside(fetched, wheelgen.metadata_spans(whl, tail_len(size)))
+        assert extra <= 65536 + 16384, f"{whl.name}: {extra} bytes of file bodies fetched at mount"
+
+
+def many_files(prefix, n):
+    return {f"{prefix}/m{i:05d}_{'x' * 24}.py": f"V = {i}\n".encode() for i in range(n)}
+
+
+def test_big_wheel_metadata_in_one_request(mount, nginx, wheelhouse, tmp_path):
+    """A wheel of 8 MB whose directory and dist-info (~130 KiB) exceed 64 KiB but not
+    1/50 of it: one request, sized from the lock's size, gets everything."""
+    import random
+    files = {"tailpkg/blob.bin": (random.Random(3).randbytes(8 << 20), 0o644, "stored")}
+    files.update(many_files("tailpkg", 1000))
+    whl = wheelgen.make_wheel(wheelhouse.dir, "tailpkg", "1.0", files)
+    size = whl.stat().st_size
+    cd_off, _ = wheelgen.cd_range(whl)
+    first_kept = min(wheelgen.entry_span(whl, n)[0] for n in wheelgen.distinfo_names(whl))
+    assert 65536 < size - first_kept <= tail_len(size), "the wheel does not test the sizing"
+    lock = wheelgen.write_pylock(tmp_path / "pylock.toml", [whl], nginx.url)
+    mark = nginx.mark()
+    m = mount(lock)
+    reqs = nginx.requests(mark)
+    assert [r.range for r in reqs] == [f"bytes={size - tail_len(size)}-{size - 1}"], reqs
+    assert (m.site / "tailpkg/m00999_" f"{'x' * 24}.py").read_bytes() == b"V = 999\n"
+
+
+def test_long_directory_and_dist_info_in_a_second_request(mount, nginx, wheelhouse, tmp_path):
+    """A small wheel (64 KiB tail) with a ~200 KiB central directory: the second
+    request covers the directory and the RECORD in front of it; no third."""
+    whl = wheelgen.make_wheel(wheelhouse.dir, "longcd", "1.0", many_files("longcd", 2500))
+    size = whl.stat().st_size
+    cd_off, _ = wheelgen.cd_range(whl)
+    assert size - cd_off > 65536 and tail_len(size) == 65536, "the wheel does not test it"
+    lock = wheelgen.write_pylock(tmp_path / "pylock.toml", [whl], nginx.url)
+    mark = nginx.mark()
+    m = mount(lock)
+    reqs = nginx.requests(mark)
+    guess = max(0, cd_off - (size - cd_off) - 65536)
+    assert [r.range for r in reqs] == [f"bytes={size - 65536}-{size - 1}",
+                                       f"bytes={guess}-{size - 65536 - 1}"], reqs
+    assert (m.site / "longcd/m02499_" f"{'x' * 24}.py").read_bytes() == b"V = 2499\n"
+
+
+def test_wheels_of_packages_for_other_environments_are_not_fetched(mount, nginx, nginx_lock,
+                                                                     wheelhouse, tmp_path):
+    """Tails go out while the interpreter is still being asked, but only for wheels the
+    lock alone decides: a package with a marker waits for the interpreter, and one whose
+    marker excludes it is never asked for."""
+    whl = wheelgen.make_wheel(wheelhouse.dir, "markedpkg", "1.0",
+                              {"markedpkg/__init__.py": b"X = 1\n"})
+    extra = wheelgen.pylock_text([whl], nginx.url).split("\n", 4)[4]
+    extra = extra.replace('version = "1.0"\n', 'version = "1.0"\nmarker = "python_version < \'3\'"\n', 1)
+    assert "marker" in extra
+    lock = tmp_path / "pylock.toml"
+    lock.write_text(nginx_lock.read_text() + "\n" + extra)
+    mark = nginx.mark()
+    m = mount(lock)
+    reqs = nginx.requests(mark)
+    assert whl.name not in {r.name for r in reqs}, reqs
+    assert {r.name for r in reqs} == {w.name for w in wheelhouse.lock_wheels}, reqs
+    assert not (m.site / "markedpkg").exists()
 
 
 @pytest.mark.parametrize("short,entry", [("purepkg", "purepkg/core.py"),

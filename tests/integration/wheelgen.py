@@ -277,10 +277,14 @@ def metadata_spans(wheel, tail=65536):
     """What a mount may read: the last `tail` bytes (or the whole central directory
     if it starts earlier) and the dist-info entries."""
     start, size = cd_range(wheel)
+    return [(max(0, min(size - tail, start)), size)] + [entry_span(wheel, n)
+                                                       for n in distinfo_names(wheel)]
+
+
+def distinfo_names(wheel):
     with zipfile.ZipFile(wheel) as zf:
-        names = [i.filename for i in zf.infolist()
-                 if i.filename.split("/")[0].endswith(".dist-info")]
-    return [(max(0, min(size - tail, start)), size)] + [entry_span(wheel, n) for n in names]
+        return [i.filename for i in zf.infolist()
+                if i.filename.split("/")[0].endswith(".dist-info")]
 
 
 def cd_range(wheel):
