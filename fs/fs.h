@@ -28,6 +28,8 @@ struct fs_config {
 	const struct fs_wheel *wheels;
 	size_t nwheels;
 	const char *profile; /* absolute path: record opened bodies there, replay it (or NULL) */
+	const char *pyc_magic; /* the interpreter's importlib.util.MAGIC_NUMBER in hex, or NULL
+				  (then a profile carries no pycs) */
 };
 
 struct fs_ctx;

@@ -254,6 +254,7 @@ int cmd_mount(int argc, char **argv)
 		.wheels = wheels,
 		.nwheels = nwheels,
 		.profile = profile,
+		.pyc_magic = ip->magic,
 	};
 	r = fs_prepare(&cfg, &ctx, err, sizeof(err));
 	if (r < 0) {
