@@ -491,7 +491,8 @@ static void save(struct profile *p)
 				keys[nold].opt = 0xff;
 			nold++;
 		}
-		qsort(keys, nold, sizeof(*keys), cmp_pkey);
+		if (nold)
+			qsort(keys, nold, sizeof(*keys), cmp_pkey);
 	}
 	if (n)
 		qsort(lines, (size_t)n, sizeof(*lines), cmp_str);
