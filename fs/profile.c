@@ -52,6 +52,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include "fetch/inflate.h"
 #include "fetch/util/log.h"
@@ -617,6 +618,7 @@ void profile_note_pyc(struct profile *p)
 static void seed_all(struct profile *p)
 {
 	char why[200];
+	ZSTD_DCtx *dctx = p->nseeds ? ZSTD_createDCtx() : NULL; /* one for all */
 	for (size_t j = 0; j < p->nseeds; j++) {
 		pthread_mutex_lock(&p->lock);
 		bool stop = p->stopping;
@@ -625,7 +627,7 @@ static void seed_all(struct profile *p)
 			break;
 		struct seed *s = &p->seeds[j];
 		uint8_t *data;
-		int r = pfmt_pyc_data(read_fd, &p->fd, &s->rec, &data, why, sizeof(why));
+		int r = pfmt_pyc_data(read_fd, &p->fd, &s->rec, dctx, &data, why, sizeof(why));
 		if (r == 0) {
 			r = pyc_seed(p->ctx->pyc, s->node, s->rec.opt, data,
 				     16 + (size_t)s->rec.body_len);
@@ -645,6 +647,7 @@ static void seed_all(struct profile *p)
 				 entry_name(p->ctx, s->node), why);
 		}
 	}
+	ZSTD_freeDCtx(dctx);
 	if (p->fd >= 0)
 		close(p->fd);
 	p->fd = -1;

@@ -169,8 +169,8 @@ int pfmt_next_pyc(pfmt_read_fn read, void *ud, uint64_t *off, uint64_t end,
 	return 0;
 }
 
-int pfmt_pyc_data(pfmt_read_fn read, void *ud, const struct pfmt_pyc *r, uint8_t **ret,
-		  char *why, size_t whylen)
+int pfmt_pyc_data(pfmt_read_fn read, void *ud, const struct pfmt_pyc *r, void *dctx,
+		  uint8_t **ret, char *why, size_t whylen)
 {
 	uint8_t *frame = xmalloc(r->frame_len), *out = NULL;
 	int rc = -EBADMSG;
@@ -194,7 +194,8 @@ int pfmt_pyc_data(pfmt_read_fn read, void *ud, const struct pfmt_pyc *r, uint8_t
 	}
 	out = xmalloc(16 + (size_t)r->body_len);
 	memcpy(out, r->hdr, 16);
-	size_t d = ZSTD_decompress(out + 16, r->body_len, frame, r->frame_len);
+	size_t d = dctx ? ZSTD_decompressDCtx(dctx, out + 16, r->body_len, frame, r->frame_len)
+			: ZSTD_decompress(out + 16, r->body_len, frame, r->frame_len);
 	if (ZSTD_isError(d) || d != r->body_len) {
 		snprintf(why, whylen, "pyc frame at %llu: %s", (unsigned long long)r->frame_off,
 			 ZSTD_isError(d) ? ZSTD_getErrorName(d) : "short");

@@ -73,10 +73,11 @@ int pfmt_next_pyc(pfmt_read_fn read, void *ud, uint64_t *off, uint64_t end,
 		  struct pfmt_pyc *ret, char *why, size_t whylen);
 
 /* The whole pyc of record r (16 + r->body_len bytes, *ret: caller frees):
- * the frame decompressed and checked (content size, checksum).  Returns 0,
- * -EBADMSG with why, or -errno from read. */
-int pfmt_pyc_data(pfmt_read_fn read, void *ud, const struct pfmt_pyc *r, uint8_t **ret,
-		  char *why, size_t whylen);
+ * the frame decompressed and checked (content size, checksum).  dctx: a
+ * ZSTD_DCtx to reuse, or NULL.  Returns 0, -EBADMSG with why, or -errno
+ * from read. */
+int pfmt_pyc_data(pfmt_read_fn read, void *ud, const struct pfmt_pyc *r, void *dctx,
+		  uint8_t **ret, char *why, size_t whylen);
 
 /* Writing.  The header line of a version-2 file (PFMT_HEAD_LEN bytes). */
 #define PFMT_HEAD_LEN 61

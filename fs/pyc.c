@@ -720,18 +720,19 @@ int pyc_seed(struct pyc *p, uint32_t src, uint8_t opt, const uint8_t *data, size
 	if (!sn || opt > 2 || !stored_form_ok(p, sn, data, len))
 		return -EBADMSG;
 	char *sp = store_path(p, src, opt);
-	if (access(sp, F_OK) == 0) {
-		free(sp);
-		return -EEXIST; /* published files never change (a stale magic: Python replaces it) */
-	}
 	char *dir = xstrndup(sp, (size_t)(strrchr(sp, '/') - sp));
-	mkdir_p(dir, 0755);
 	/* One inode, no temp name: O_TMPFILE in the store's directory, linked
-	 * in when written (first writer wins); else a cache temp file. */
+	 * in when written (first writer wins: published files never change,
+	 * and a stale magic is Python's to replace); else a cache temp file.
+	 * The directory is made only when missing (2012 seeds: no mkdir each). */
 	char *tmp = NULL;
 	int r = 0, fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0444);
-	if (fd < 0)
+	if (fd < 0 && errno == ENOENT && mkdir_p(dir, 0755) == 0)
+		fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0444);
+	if (fd < 0) {
+		mkdir_p(dir, 0755);
 		fd = cache_tmpfile(p->ctx->cache, &tmp);
+	}
 	free(dir);
 	if (fd < 0) {
 		free(sp);

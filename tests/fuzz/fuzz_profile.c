@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zstd.h>
 
 #include "fs/profile_fmt.h"
 
@@ -52,6 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(text);
 
 	uint64_t off = h.pyc_off;
+	ZSTD_DCtx *dctx = ZSTD_createDCtx(); /* reused, as the daemon does */
 	for (uint64_t j = 0; h.version == 2 && j < h.npyc; j++) {
 		struct pfmt_pyc r;
 		uint64_t at = off;
@@ -60,7 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (off <= at || off > size || r.frame_off + r.frame_len != off || r.opt > 2)
 			abort();
 		uint8_t *pyc;
-		if (pfmt_pyc_data(mem_read, &m, &r, &pyc, why, sizeof(why)) < 0)
+		if (pfmt_pyc_data(mem_read, &m, &r, dctx, &pyc, why, sizeof(why)) < 0)
 			continue;
 		if (memcmp(pyc, r.hdr, 16) != 0)
 			abort();
@@ -74,7 +76,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint64_t o2 = 0;
 		uint8_t *pyc2;
 		if (pfmt_next_pyc(mem_read, &m2, &o2, rl, &r2, why, sizeof(why)) < 0 || o2 != rl ||
-		    pfmt_pyc_data(mem_read, &m2, &r2, &pyc2, why, sizeof(why)) < 0 ||
+		    pfmt_pyc_data(mem_read, &m2, &r2, NULL, &pyc2, why, sizeof(why)) < 0 ||
 		    memcmp(pyc, pyc2, 16 + r.body_len) != 0 || r2.opt != r.opt ||
 		    strcmp(r2.tag, r.tag) != 0 || memcmp(r2.sha256, r.sha256, 32) != 0)
 			abort();
@@ -82,5 +84,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		free(rec);
 		free(pyc);
 	}
+	ZSTD_freeDCtx(dctx);
 	return 0;
 }
