@@ -822,6 +822,9 @@ def bench(b, a, runs, want, locks, proxies, big):
         base = median(to) + nat
         b.row("S2p", "cold, 20 ms, with --profile: mount + import", median(tc),
               "oracle + native import", base, "<= 1.5x", median(tc) <= 1.5 * base)
+        lim_kb = 64 * 1024 + 256 * len(ranges) / 1024
+        b.row("S11p", "daemon peak RSS, cold import replaying the profile (KiB)", max(rsss),
+              "64 MB + 256 B/file (KiB)", int(lim_kb), "<=", max(rsss) <= lim_kb, unit="n")
         if replay:
             rb, rmb, rr, rq, rms = replay[-1]
             b.notes.append(f"S2p: profile of {nprof} files; replay {rb} bodies ({rmb} MB) in "
