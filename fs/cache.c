@@ -28,7 +28,9 @@
  *   replay claims bodies on its own (cache_claim).
  * - cache_fill looks for the body again once it is registered as filler: a
  *   fill that ended between the caller's miss and its registration
- *   published first.
+ *   published first.  Claimed neighbours published by then are let go
+ *   before the fill starts (fill_run then leaves them out of the range
+ *   when they are at its ends).
  * - Waiting is by callback (struct cache_waiter, called once by the thread
  *   that ends the fill, with its own fd on the body or the error), so a
  *   FUSE reply can be sent from there: nobody needs a thread to wait.
@@ -370,8 +372,17 @@ int cache_fill(struct cache *c, const uint8_t key[32], bool verified, uint64_t s
 	int fd = open_checked(path, size);
 	if (fd >= 0 && s)
 		stream_adopt(s, fd);
-	if (fd == -ENOENT)
+	if (fd == -ENOENT) {
+		/* The same for the claims: one published between cache_begin's
+		 * look and its claim (a fill ending then, another daemon) is let
+		 * go, so the fill does not fetch it again; its waiters open it. */
+		for (size_t k = 0; k < nclaims; k++)
+			if (claims[k].claimed && published(c, &claims[k])) {
+				end_inflight(c, claims[k].key, claims[k].verified, claims[k].size, 0);
+				claims[k].claimed = false;
+			}
 		fd = fill_and_publish(c, path, size, fill, ud, s);
+	}
 	free(path);
 	for (size_t k = 0; k < nclaims; k++)
 		if (claims[k].claimed)

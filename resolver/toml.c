@@ -408,17 +408,6 @@ static void utf8_put(struct buf *b, uint32_t cp)
 	buf_append(b, o, n);
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* ---- strings ---- */
 
 static int parse_escape(struct parser *P, struct buf *b)
@@ -457,7 +446,7 @@ static int parse_escape(struct parser *P, struct buf *b)
 		if (P->end - P->p < n)
 			return perr(P, at, "\\%c escape needs %d hex digits", c, n);
 		for (int i = 0; i < n; i++) {
-			int h = hexval(P->p[i]);
+			int h = hex_digit(P->p[i]);
 			if (h < 0)
 				return perr(P, at, "\\%c escape needs %d hex digits", c, n);
 			cp = (cp << 4) | (uint32_t)h;
@@ -721,12 +710,12 @@ static const char *scan_digits(const char *s, const char *end, int radix)
 	const char *start = s;
 	bool prev_digit = false;
 	for (; s < end; s++) {
-		int v = hexval(*s);
+		int v = hex_digit(*s);
 		if (v >= 0 && v < radix) {
 			prev_digit = true;
 		} else if (*s == '_') {
-			if (!prev_digit || s + 1 >= end || hexval(s[1]) < 0 ||
-			    hexval(s[1]) >= radix)
+			if (!prev_digit || s + 1 >= end || hex_digit(s[1]) < 0 ||
+			    hex_digit(s[1]) >= radix)
 				return NULL;
 			prev_digit = false;
 		} else {
@@ -762,7 +751,7 @@ static int parse_number(struct parser *P, const char *s, const char *end, struct
 				continue;
 			if (v > (uint64_t)INT64_MAX / (uint64_t)radix)
 				return perr(P, tok, "integer out of range");
-			v = v * (uint64_t)radix + (uint64_t)hexval(*q);
+			v = v * (uint64_t)radix + (uint64_t)hex_digit(*q);
 			if (v > (uint64_t)INT64_MAX)
 				return perr(P, tok, "integer out of range");
 		}

@@ -9,8 +9,14 @@ PKGS="meson ninja-build pkg-config gcc clang libclang-rt-14-dev llvm
   python3-six python3-yaml python3-pygments python3-attr python3-pyparsing
   python3-iniconfig python3-pluggy python3-more-itertools python3-distro
   python3-toml python3-xmltodict"
-# --bench: Debian packages repacked as wheels by tests/bench/materialize.py
-if [ "${1:-}" = --bench ]; then
+# --bench: Debian packages repacked as wheels by tests/bench/materialize.py;
+# --perf: what tools/bench adds (its workload's stack and measuring tools).
+case "${1:-}" in
+--perf)
+  PKGS="$PKGS python3-numpy python3-pandas python3-pandas-lib python3-scipy python3-matplotlib
+    python3-sklearn python3-sklearn-lib python3-sympy python3-ipykernel openssl strace
+    hyperfine time" ;;
+--bench)
   PKGS="python3-appdirs python3-argcomplete python3-asttokens python3-attr python3-backcall
     python3-beniget python3-blinker python3-bytecode python3-contourpy python3-coverage
     python3-cycler python3-dateutil python3-decorator python3-distro python3-entrypoints
@@ -22,8 +28,8 @@ if [ "${1:-}" = --bench ]; then
     python3-prompt-toolkit python3-psutil python3-ptyprocess python3-pure-eval
     python3-pyflakes python3-pygments python3-pyparsing python3-pytest python3-scipy
     python3-six python3-sympy python3-threadpoolctl python3-toml python3-tornado
-    python3-traitlets python3-tz python3-wcwidth python3-xmltodict python3-yaml curl"
-fi
+    python3-traitlets python3-tz python3-wcwidth python3-xmltodict python3-yaml curl" ;;
+esac
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

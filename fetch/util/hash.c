@@ -6,6 +6,8 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "fetch/util/util.h"
+
 void sha256_init(struct sha256_ctx *c)
 {
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
@@ -63,21 +65,10 @@ void hex_encode(const uint8_t *in, size_t n, char *out)
 	out[2 * n] = 0;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int hex_decode(const char *in, uint8_t *out, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		int hi = hexval(in[2 * i]), lo = hi < 0 ? -1 : hexval(in[2 * i + 1]);
+		int hi = hex_digit(in[2 * i]), lo = hi < 0 ? -1 : hex_digit(in[2 * i + 1]);
 		if (hi < 0 || lo < 0)
 			return -EINVAL;
 		out[i] = (uint8_t)(hi << 4 | lo);

@@ -54,6 +54,18 @@ int rm_rf(const char *path);
 int pread_full(int fd, void *buf, size_t len, off_t off);
 int write_full(int fd, const void *buf, size_t len);
 
+/* The value of a hex digit (either case), or -1. */
+static inline int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 /* Monotonic clock in nanoseconds. */
 uint64_t now_ns(void);
 

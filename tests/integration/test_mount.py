@@ -244,3 +244,22 @@ def test_stale_fill_files_are_swept(mount, nginx_lock, tmp_path):
     os.utime(stale, (old, old))
     mount(nginx_lock, cache=cache)
     assert not stale.exists() and fresh.exists()
+
+
+def test_directory_listings_are_cached_by_the_kernel(mount, nginx_lock, tmp_path):
+    # opendir is answered ENOSYS once: the kernel then sends neither opendir nor
+    # releasedir and keeps listings, so a second walk reaches the daemon not at all.
+    stats = tmp_path / "stats.json"
+    m = mount(nginx_lock, env={"SITEFS_STATS_FILE": str(stats)})
+    walk = [(d, sorted(ds), sorted(fs)) for d, ds, fs in os.walk(m.path)]
+    ndirs = len(walk)
+    assert ndirs > 20
+    assert [(d, sorted(ds), sorted(fs)) for d, ds, fs in os.walk(m.path)] == walk
+    assert sorted(os.listdir(m.site / "purepkg")) == sorted(
+        walk[[w[0] for w in walk].index(str(m.site / "purepkg"))][1]
+        + walk[[w[0] for w in walk].index(str(m.site / "purepkg"))][2])
+    m.teardown()
+    ops = json.loads(stats.read_text())["ops"]
+    assert ops["opendir"] <= 1, ops
+    # one listing per directory (a call that returns entries, one that ends it)
+    assert ops["readdirplus"] + ops["readdir"] <= 2 * ndirs, (ops, ndirs)

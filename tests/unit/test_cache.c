@@ -6,6 +6,7 @@
  * - claims: a fill's neighbours are in flight before it starts; their
  *   openers wait and get the published body, or fill it themselves when the
  *   claim is given up (also by a fill that fails before publishing);
+ *   one published after it was claimed is let go before the fill;
  * - first opens of two sibling files at once: one fill, not two;
  * - a body that disappears from the store right after it was published
  *   (a torn copy's cleanup in another thread or process, an rm of the
@@ -298,6 +299,60 @@ static void test_claims(void)
 	teardown();
 }
 
+/* A neighbour published after the fill claimed it (a fill that ended
+ * between cache_begin's look and its claim, another daemon) is let go
+ * before the fill starts: the fill does not fetch it again, and its waiter
+ * gets the published file rather than -EAGAIN. */
+static bool nb_claimed_in_fill;
+
+static int fill_sees_claim(void *ud, int fd)
+{
+	nb_claimed_in_fill = ((struct cache_claim *)ud)->claimed;
+	return write_full(fd, BODY, BODY_LEN);
+}
+
+struct nb_waiter {
+	struct cache_waiter w; /* first */
+	int fd;
+};
+
+static void nb_done(struct cache_waiter *w, int fd)
+{
+	((struct nb_waiter *)w)->fd = fd;
+}
+
+static void test_claim_published_meanwhile(void)
+{
+	setup("claim-published-meanwhile");
+	struct cache_claim nb = {.verified = true, .size = NB_LEN};
+	sha256_buf(NB, NB_LEN, nb.key);
+	struct cache_waiter unused = {0};
+	struct cache_stream *s = NULL;
+	int fd = -1;
+	CHECK_INT(cache_begin(cache, key, true, BODY_LEN, &nb, 1, &unused, &fd, &s), CACHE_FILL);
+	CHECK(nb.claimed);
+	struct nb_waiter wn = {.w.done = nb_done, .fd = -100};
+	CHECK_INT(cache_begin(cache, nb.key, true, NB_LEN, NULL, 0, &wn.w, &fd, &s), CACHE_WAIT);
+	char hex[65];
+	hex_encode(nb.key, 32, hex);
+	char *nbdir = xasprintf("%s/bodies/%.2s", dir, hex);
+	char *nbpath = xasprintf("%s/%s", nbdir, hex + 2);
+	CHECK_INT(mkdir_p(nbdir, 0755), 0);
+	CHECK_INT(file_write_atomic(nbpath, NB, NB_LEN, 0444), 0); /* another daemon */
+	fd = cache_fill(cache, key, true, BODY_LEN, &nb, 1, fill_sees_claim, &nb, NULL);
+	CHECK(fd_is(fd, BODY, BODY_LEN));
+	CHECK(!nb_claimed_in_fill);
+	CHECK(!nb.claimed);
+	CHECK(fd_is(wn.fd, NB, NB_LEN));
+	if (fd >= 0)
+		close(fd);
+	if (wn.fd >= 0)
+		close(wn.fd);
+	free(nbdir);
+	free(nbpath);
+	teardown();
+}
+
 /* First opens of two sibling files at once, each listing the other as its
  * neighbour: one fill brings both and every other opener waits for it or
  * finds them published, never a second fill.  (Fills used to claim their
@@ -446,6 +501,7 @@ int main(void)
 {
 	test_single_flight();
 	test_claims();
+	test_claim_published_meanwhile();
 	test_sibling_first_opens();
 	test_vanishing_body();
 	test_torn_copies();

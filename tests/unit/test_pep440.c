@@ -9,11 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include "fetch/util/util.h"
 #include "resolver/pep440.h"
 #include "check.h"
+#include "oracle.h"
 
 static const struct {
 	const char *in, *norm;
@@ -348,80 +348,15 @@ static void test_specifiers(void)
 
 /* ---- the oracle ---- */
 
-static unsigned oracle_cases, oracle_shown;
-
-static void oracle_fail(const char *line, const char *fmt, const char *got)
-{
-	check_fail++;
-	if (oracle_shown++ < 40)
-		fprintf(stderr, "oracle: %s: %s (got %s)\n", line, fmt, got);
-}
-
 static void oracle_ok(void)
 {
 	check_pass++;
 }
 
-/* Undoes oracle_pep.py's esc() in place. */
-static void unescape(char *s)
-{
-	char *o = s;
-
-	while (*s) {
-		if (*s != '\\' || !s[1]) {
-			*o++ = *s++;
-			continue;
-		}
-		s++;
-		switch (*s) {
-		case 't':
-			*o++ = '\t';
-			s++;
-			break;
-		case 'n':
-			*o++ = '\n';
-			s++;
-			break;
-		case 'r':
-			*o++ = '\r';
-			s++;
-			break;
-		case 'x': {
-			char hex[3] = {s[1], s[1] ? s[2] : 0, 0};
-
-			*o++ = (char)strtol(hex, NULL, 16);
-			s += 3;
-			break;
-		}
-		default:
-			*o++ = *s++;
-		}
-	}
-	*o = 0;
-}
-
-static size_t split_fields(char *line, char **f, size_t max)
-{
-	size_t n = 0;
-
-	while (n < max) {
-		char *t = strchr(line, '\t');
-
-		f[n++] = line;
-		if (!t)
-			break;
-		*t = 0;
-		line = t + 1;
-	}
-	for (size_t i = 0; i < n; i++)
-		unescape(f[i]);
-	return n;
-}
-
 static void oracle_line(char *raw)
 {
 	char *line = xstrdup(raw), *f[8];
-	size_t n = split_fields(line, f, ARRAY_SIZE(f));
+	size_t n = oracle_split(line, f, ARRAY_SIZE(f));
 	char err[256];
 
 	oracle_cases++;
@@ -478,52 +413,6 @@ static void oracle_line(char *raw)
 	free(line);
 }
 
-/* Returns 0 when the oracle ran, 77 when it is unavailable, 1 on error. */
-static int run_oracle(void)
-{
-	const char *py = getenv("SITEFS_ORACLE_PYTHON");
-	const char *seed = getenv("SITEFS_ORACLE_SEED"); /* to explore beyond the fixed seed */
-	char *cmd, *line = NULL;
-	size_t cap = 0;
-	ssize_t len;
-	FILE *f;
-	int st;
-	bool ended = false;
-
-	if (!py)
-		py = "/usr/bin/python3";
-	if (access("unit/oracle_pep.py", R_OK) < 0) {
-		fprintf(stderr, "oracle: unit/oracle_pep.py not found (run from tests/)\n");
-		return 77;
-	}
-	if (seed && strspn(seed, "0123456789") != strlen(seed))
-		seed = NULL;
-	cmd = xasprintf("'%s' unit/oracle_pep.py pep440 %s", py, seed ? seed : "");
-	f = popen(cmd, "r");
-	free(cmd);
-	if (!f)
-		return 77;
-	while ((len = getline(&line, &cap, f)) > 0) {
-		if (line[len - 1] == '\n')
-			line[--len] = 0;
-		if (!strncmp(line, "END\t", 4)) {
-			ended = strtoul(line + 4, NULL, 10) == oracle_cases;
-			continue;
-		}
-		oracle_line(line);
-	}
-	free(line);
-	st = pclose(f);
-	if (WIFEXITED(st) && (WEXITSTATUS(st) == 77 || WEXITSTATUS(st) == 127) && !oracle_cases)
-		return 77;
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !ended) {
-		fprintf(stderr, "oracle: did not finish cleanly (status %d)\n", st);
-		return 1;
-	}
-	printf("pep440 oracle: %u cases\n", oracle_cases);
-	return 0;
-}
-
 int main(void)
 {
 	int r;
@@ -531,7 +420,9 @@ int main(void)
 	test_versions();
 	test_order();
 	test_specifiers();
-	r = run_oracle();
+	r = oracle_run("pep440", oracle_line);
+	if (r == 0)
+		printf("pep440 oracle: %u cases\n", oracle_cases);
 	if (r == 1)
 		check_fail++;
 	if (r == 77 && !check_fail) {
