@@ -66,7 +66,7 @@
 #define RANGE_MAX (1u << 20)
 #define BIG_MIN RANGE_MAX     /* never buffer an entry larger than a range */
 #define BIG_USIZE (4u << 20)  /* nor one inflating to more than this */
-#define WORKERS 32
+#define WORKERS 12 /* about what the budget admits; fewer threads, fewer malloc arenas */
 #define MEM_BUDGET (12u << 20) /* ranges + inflated entries in flight */
 #define PYC_LEVEL 3            /* zstd level of the pycs written */
 
