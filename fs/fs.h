@@ -29,6 +29,8 @@ struct fs_config {
 	size_t nwheels;
 	const char *profile; /* absolute path: record opened bodies there, replay it (or NULL) */
 	struct fs_early *early; /* or NULL: taken by fs_prepare (even when it fails) */
+	const char *pyc_magic; /* the interpreter's importlib.util.MAGIC_NUMBER in hex, or NULL
+				  (then a profile carries no pycs) */
 };
 
 struct fs_ctx;

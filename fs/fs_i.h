@@ -252,6 +252,20 @@ void pyc_open(struct pyc *p, fuse_req_t req, fuse_ino_t ino, struct fuse_file_in
 void pyc_read(struct pyc *p, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	      struct fuse_file_info *fi);
 void pyc_release(struct pyc *p, fuse_ino_t ino, struct fuse_file_info *fi);
+/* For profiles.  A stored pyc is in its stored form: mtime field zero. */
+const char *pyc_tag(const struct pyc *p);
+/* true if hdr starts with this interpreter's magic number (known). */
+bool pyc_stored_magic(const struct pyc *p, const uint8_t hdr[4]);
+/* The stored pyc of source node src at level opt, if this interpreter would
+ * load it (its magic, flags 0, the source's size): 0 and *ret (caller
+ * frees), -ENOENT, -EBADMSG (another build's), -errno. */
+int pyc_load(struct pyc *p, uint32_t src, uint8_t opt, uint8_t **ret, size_t *ret_len);
+/* true if pyc_load would succeed (reads the header only). */
+bool pyc_stored(struct pyc *p, uint32_t src, uint8_t opt);
+/* Publishes data (stored form) as the pyc of src at level opt after the
+ * checks pyc_load makes (src a .py body with a RECORD hash): 0, -EEXIST
+ * (one is stored already: kept), -EBADMSG (refused), -errno. */
+int pyc_seed(struct pyc *p, uint32_t src, uint8_t opt, const uint8_t *data, size_t len);
 
 /* --- async.c: the fill pool behind op_open, and reads of streamed bodies
  * (see the DESIGN note there).  Every function replies exactly once. */
@@ -280,6 +294,8 @@ struct profile *profile_open(struct fs_ctx *ctx, const char *path);
 struct profile *profile_close(struct profile *p);
 /* Records that tree node i (a body) was opened. Accepts p == NULL. */
 void profile_note(struct profile *p, uint32_t i);
+/* A pyc was published in the store (the next write looks for new ones). */
+void profile_note_pyc(struct profile *p);
 
 /* --- ops.c */
 const struct fuse_lowlevel_ops *ops_get(void);

@@ -71,6 +71,8 @@ struct pyc_tmp {
 struct pyc {
 	struct fs_ctx *ctx;
 	char tag[32];      /* "cpython-311" */
+	uint8_t magic[4];  /* the interpreter's (cfg.pyc_magic) */
+	bool have_magic;   /* else no pyc is seeded or recorded for a profile */
 	pthread_mutex_t lock;
 	struct pyc_tmp **tmps; /* protected by lock; slots are never reused */
 	size_t ntmps, cap;
@@ -83,6 +85,8 @@ struct pyc *pyc_new(struct fs_ctx *ctx)
 	struct pyc *p = xcalloc(1, sizeof(*p));
 	p->ctx = ctx;
 	snprintf(p->tag, sizeof(p->tag), "cpython-%d%d", ctx->cfg.py.major, ctx->cfg.py.minor);
+	const char *m = ctx->cfg.pyc_magic;
+	p->have_magic = m && strlen(m) == 8 && hex_decode(m, p->magic, 4) == 0;
 	pthread_mutex_init(&p->lock, NULL);
 	char *d = xasprintf("%s/pyc", ctx->cache_dir);
 	mkdir_p(d, 0755);
@@ -538,6 +542,7 @@ void pyc_rename(struct pyc *p, fuse_req_t req, uint64_t d, const char *name, uin
 	t->name = NULL;
 	t->renamed = true;
 	r = 0;
+	profile_note_pyc(p->ctx->profile); /* a profile carries it at its next write */
 out:
 	pthread_mutex_unlock(&p->lock);
 	fuse_reply_err(req, -r);
@@ -622,4 +627,134 @@ void pyc_release(struct pyc *p, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	if (fi->fh != UINT64_MAX)
 		close((int)fi->fh);
+}
+
+/* --- the profile's pycs (profile.c) --------------------------------------- */
+
+const char *pyc_tag(const struct pyc *p)
+{
+	return p->tag;
+}
+
+bool pyc_stored_magic(const struct pyc *p, const uint8_t hdr[4])
+{
+	return p->have_magic && memcmp(hdr, p->magic, 4) == 0;
+}
+
+/* A stored-form pyc (mtime field zero) this interpreter would load for
+ * source node src: its magic, flags 0 (timestamp-based), the source's size. */
+static bool stored_form_ok(const struct pyc *p, const struct tree_node *sn, const uint8_t *h,
+			   size_t len)
+{
+	static const uint8_t zero[8];
+	uint32_t sz = (uint32_t)h[12] | (uint32_t)h[13] << 8 | (uint32_t)h[14] << 16 |
+		      (uint32_t)h[15] << 24;
+	return p->have_magic && len > HDR && len <= PYC_MAX && memcmp(h, p->magic, 4) == 0 &&
+	       memcmp(h + 4, zero, 8) == 0 && sz == (uint32_t)sn->size;
+}
+
+/* src is a .py body with a RECORD hash: the sources pycs exist for. */
+static const struct tree_node *source_node(const struct pyc *p, uint32_t src)
+{
+	const struct tree *t = p->ctx->tree;
+	if (src >= t->n)
+		return NULL;
+	const struct tree_node *sn = &t->nodes[src];
+	if (sn->kind != TREE_BODY || !sn->has_sha || !str_endswith(tree_name(t, sn), ".py"))
+		return NULL;
+	return sn;
+}
+
+int pyc_load(struct pyc *p, uint32_t src, uint8_t opt, uint8_t **ret, size_t *ret_len)
+{
+	const struct tree_node *sn = source_node(p, src);
+	*ret = NULL;
+	if (!sn || opt > 2 || !p->have_magic)
+		return -EINVAL;
+	char *sp = store_path(p, src, opt);
+	int fd = open(sp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	free(sp);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	int r = fstat(fd, &st) < 0 ? -errno : 0;
+	if (r == 0 && (!S_ISREG(st.st_mode) || st.st_size <= HDR || st.st_size > PYC_MAX))
+		r = -EBADMSG;
+	uint8_t *data = NULL;
+	if (r == 0) {
+		data = xmalloc((size_t)st.st_size);
+		r = pread_full(fd, data, (size_t)st.st_size, 0);
+	}
+	close(fd);
+	if (r == 0 && !stored_form_ok(p, sn, data, (size_t)st.st_size))
+		r = -EBADMSG; /* another build's, or not for this source */
+	if (r < 0) {
+		free(data);
+		return r;
+	}
+	*ret = data;
+	*ret_len = (size_t)st.st_size;
+	return 0;
+}
+
+bool pyc_stored(struct pyc *p, uint32_t src, uint8_t opt)
+{
+	const struct tree_node *sn = source_node(p, src);
+	if (!sn || opt > 2 || !p->have_magic)
+		return false;
+	char *sp = store_path(p, src, opt);
+	int fd = open(sp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	free(sp);
+	uint8_t h[HDR];
+	struct stat st;
+	bool ok = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+		  pread_full(fd, h, HDR, 0) == 0 && stored_form_ok(p, sn, h, (size_t)st.st_size);
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+int pyc_seed(struct pyc *p, uint32_t src, uint8_t opt, const uint8_t *data, size_t len)
+{
+	const struct tree_node *sn = source_node(p, src);
+	if (!sn || opt > 2 || !stored_form_ok(p, sn, data, len))
+		return -EBADMSG;
+	char *sp = store_path(p, src, opt);
+	char *dir = xstrndup(sp, (size_t)(strrchr(sp, '/') - sp));
+	/* One inode, no temp name: O_TMPFILE in the store's directory, linked
+	 * in when written (first writer wins: published files never change,
+	 * and a stale magic is Python's to replace); else a cache temp file.
+	 * The directory is made only when missing (2012 seeds: no mkdir each). */
+	char *tmp = NULL;
+	int r = 0, fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0444);
+	if (fd < 0 && errno == ENOENT && mkdir_p(dir, 0755) == 0)
+		fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0444);
+	if (fd < 0) {
+		mkdir_p(dir, 0755);
+		fd = cache_tmpfile(p->ctx->cache, &tmp);
+	}
+	free(dir);
+	if (fd < 0) {
+		free(sp);
+		return fd; /* cache_tmpfile's -errno */
+	}
+	r = write_full(fd, data, len);
+	if (r == 0 && fchmod(fd, 0444) < 0)
+		r = -errno;
+	if (r == 0) {
+		if (tmp) {
+			r = link(tmp, sp) < 0 ? -errno : 0;
+		} else {
+			char proc[64];
+			snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+			r = linkat(AT_FDCWD, proc, AT_FDCWD, sp, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
+		}
+	}
+	close(fd);
+	if (tmp) {
+		unlink(tmp);
+		free(tmp);
+	}
+	free(sp);
+	return r;
 }

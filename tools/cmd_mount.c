@@ -45,9 +45,11 @@ static void help(FILE *f)
 		"  --python PY      interpreter of the venv (default: python3 on PATH)\n"
 		"  --cache-dir DIR  cache (default: $SITEFS_CACHE_DIR, $XDG_CACHE_HOME/sitefs\n"
 		"                   or ~/.cache/sitefs)\n"
-		"  --profile FILE   record which files were opened in FILE (at unmount and\n"
-		"                   every 30 s; it only grows) and, when FILE exists, fetch\n"
-		"                   them all at once in the background right after mounting\n"
+		"  --profile FILE   record which files were opened, and their compiled\n"
+		"                   bytecode, in FILE (at unmount and every 30 s; it only\n"
+		"                   grows) and, when FILE exists, fetch them all at once in\n"
+		"                   the background right after mounting and seed the\n"
+		"                   bytecode (only from a FILE no other user can write)\n"
 		"  -f, --foreground stay in the foreground and log to stderr\n"
 		"  -o OPT[,OPT...]  extra FUSE mount options\n"
 		"  --log-file FILE  also append the daemon's log lines to FILE (it logs to\n"
@@ -298,6 +300,7 @@ int cmd_mount(int argc, char **argv)
 		.nwheels = nwheels,
 		.profile = profile,
 		.early = early,
+		.pyc_magic = ip->magic,
 	};
 	early = NULL; /* fs_prepare takes it */
 	r = fs_prepare(&cfg, &ctx, err, sizeof(err));
