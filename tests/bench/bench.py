@@ -23,7 +23,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
 import ssl
 import statistics

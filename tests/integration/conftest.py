@@ -116,6 +116,21 @@ def clean_env(**extra):
     return env
 
 
+def py_env():
+    """clean_env() where Python may write bytecode (the bytecode store's tests)."""
+    env = clean_env()
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def verbose_import(m, modules):
+    """`python -v -c "import MODULES"` in mount m; its stderr (where pycs come from)."""
+    r = subprocess.run([str(m.path / "bin/python"), "-v", "-c", f"import {modules}"],
+                       capture_output=True, text=True, env=py_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stderr
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (PIP_WHL, PY, Nginx, clean_env, is_mounted, run_sitefs, short_dir,
+from conftest import (PIP_WHL, PY, Nginx, clean_env, run_sitefs, short_dir,
                       stop)
 import indexgen
 from indexgen import Rel

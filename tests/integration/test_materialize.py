@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import wheelgen
-from conftest import (PIP_WHL, PY, PYVER, SITEFS_BIN, Nginx, clean_env, lazy_umount, run_sitefs,
+from conftest import (PIP_WHL, PY, PYVER, SITEFS_BIN, Nginx, clean_env, run_sitefs,
                       short_dir, snapshot)
 from test_mount import compare_trees
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import clean_env, range_spans
+from conftest import py_env, range_spans, verbose_import
 
 pytestmark = pytest.mark.fuse
 
@@ -215,19 +215,6 @@ SOURCES = ["purepkg/__init__.py", "purepkg/core.py", "purepkg/util.py",
            "purepkg/sub/deep/mod.py"]
 SEEDED = re.compile(r"; (\d+) pycs seeded in \d+ ms \((\d+) were there, (\d+) refused\), "
                     r"(\d+) sources left")
-
-
-def py_env():
-    env = clean_env()
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
-
-
-def verbose_import(m, mods):
-    r = subprocess.run([str(m.path / "bin/python"), "-v", "-c", f"import {mods}"],
-                       capture_output=True, text=True, env=py_env(), timeout=60)
-    assert r.returncode == 0, r.stderr
-    return r.stderr
 
 
 def store(cache):

@@ -8,24 +8,11 @@ import subprocess
 
 import pytest
 
-from conftest import clean_env
+from conftest import py_env, verbose_import
 
 pytestmark = pytest.mark.fuse
 
 TAG = "cpython-311"
-
-
-def py_env():
-    env = clean_env()
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
-
-
-def verbose_import(m, module):
-    r = subprocess.run([str(m.path / "bin/python"), "-v", "-c", f"import {module}"],
-                       capture_output=True, text=True, env=py_env(), timeout=60)
-    assert r.returncode == 0, r.stderr
-    return r.stderr
 
 
 def store_files(cache):
