@@ -665,21 +665,34 @@ static const struct tree_node *source_node(const struct pyc *p, uint32_t src)
 	return sn;
 }
 
+/* The stored pyc of (src, opt), a regular file (not followed through a
+ * link): an fd and its stat, or -errno (-EBADMSG: not a regular file). */
+static int store_open(struct pyc *p, uint32_t src, uint8_t opt, struct stat *st)
+{
+	char *sp = store_path(p, src, opt);
+	int fd = open(sp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	free(sp);
+	if (fd < 0)
+		return -errno;
+	int r = fstat(fd, st) < 0 ? -errno : S_ISREG(st->st_mode) ? 0 : -EBADMSG;
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
 int pyc_load(struct pyc *p, uint32_t src, uint8_t opt, uint8_t **ret, size_t *ret_len)
 {
 	const struct tree_node *sn = source_node(p, src);
 	*ret = NULL;
 	if (!sn || opt > 2 || !p->have_magic)
 		return -EINVAL;
-	char *sp = store_path(p, src, opt);
-	int fd = open(sp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	free(sp);
-	if (fd < 0)
-		return -errno;
 	struct stat st;
-	int r = fstat(fd, &st) < 0 ? -errno : 0;
-	if (r == 0 && (!S_ISREG(st.st_mode) || st.st_size <= HDR || st.st_size > PYC_MAX))
-		r = -EBADMSG;
+	int fd = store_open(p, src, opt, &st);
+	if (fd < 0)
+		return fd;
+	int r = st.st_size <= HDR || st.st_size > PYC_MAX ? -EBADMSG : 0;
 	uint8_t *data = NULL;
 	if (r == 0) {
 		data = xmalloc((size_t)st.st_size);
@@ -702,13 +715,11 @@ bool pyc_stored(struct pyc *p, uint32_t src, uint8_t opt)
 	const struct tree_node *sn = source_node(p, src);
 	if (!sn || opt > 2 || !p->have_magic)
 		return false;
-	char *sp = store_path(p, src, opt);
-	int fd = open(sp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	free(sp);
 	uint8_t h[HDR];
 	struct stat st;
-	bool ok = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-		  pread_full(fd, h, HDR, 0) == 0 && stored_form_ok(p, sn, h, (size_t)st.st_size);
+	int fd = store_open(p, src, opt, &st);
+	bool ok = fd >= 0 && pread_full(fd, h, HDR, 0) == 0 &&
+		  stored_form_ok(p, sn, h, (size_t)st.st_size);
 	if (fd >= 0)
 		close(fd);
 	return ok;

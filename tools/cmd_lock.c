@@ -73,6 +73,9 @@ int lock_args_option(struct lock_args *a, int c, const char *arg)
 	case 'W':
 		strv_add(&a->reqs, &a->nreqs, arg);
 		return 1;
+	case 'v':
+		a->verbose = true;
+		return 1;
 	default:
 		return 0;
 	}
@@ -360,9 +363,6 @@ int cmd_lock(int argc, char **argv)
 		switch (c) {
 		case 'o':
 			out = optarg;
-			break;
-		case 'v':
-			a.verbose = true;
 			break;
 		case 'h':
 			help(stdout);

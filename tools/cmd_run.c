@@ -209,9 +209,6 @@ int cmd_run(int argc, char **argv)
 		case 'p':
 			profile_arg = optarg;
 			break;
-		case 'v':
-			a.verbose = true;
-			break;
 		case 'h':
 			help(stdout);
 			lock_args_free(&a);

@@ -44,7 +44,7 @@ struct lock_args {
 };
 extern const char lock_args_help[];
 /* Handles one getopt result of the shared options ('r' 'c' 'i' 'E' 'f' 'N'
- * 'R' 'P' 'C', and 'W' for a requirement); 1 if it was one, else 0. */
+ * 'R' 'P' 'C' 'v', and 'W' for a requirement); 1 if it was one, else 0. */
 int lock_args_option(struct lock_args *a, int c, const char *arg);
 void lock_args_free(struct lock_args *a);
 /* Reads the requirements, resolves for ip and returns the lock text in
