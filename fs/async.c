@@ -40,11 +40,20 @@
 #include "fetch/util/util.h"
 #include "fs/fs_i.h"
 
+enum job_kind {
+	JOB_OPEN,  /* an open that needs a fill (open requests) */
+	JOB_READ,  /* a read that needs a fill (no-open mode) */
+	JOB_INVAL, /* drop an inode's pages (async_inval) */
+};
+
 struct open_job {
 	struct cache_waiter w; /* first: the cache calls back with &w */
 	struct async *a;
-	fuse_req_t req;
-	struct fuse_file_info fi;
+	enum job_kind kind;
+	fuse_req_t req;             /* JOB_OPEN, JOB_READ */
+	struct fuse_file_info fi;   /* JOB_OPEN */
+	size_t size;                /* JOB_READ */
+	off_t off;
 	fuse_ino_t ino;
 	uint32_t node;
 	struct open_job *next;
@@ -76,13 +85,39 @@ static void reply_open_err(fuse_req_t req, int err)
 
 static void *pool_main(void *arg);
 
+/* Answers a read from fd (taken), through the node's table.  Copies rather
+ * than splices: this may run on a thread that outlives the session (the
+ * filler of a waiter), where libfuse's per-thread splice pipe would leak. */
+static void reply_read_fd(struct async *a, fuse_req_t req, uint32_t node, int fd, size_t size,
+			  off_t off)
+{
+	bool owned;
+	fd = nodefd_put(a->ctx->nodefd, node, fd, &owned);
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	bv.buf[0].fd = fd;
+	bv.buf[0].pos = off;
+	fuse_reply_data(req, &bv, FUSE_BUF_NO_SPLICE);
+	if (owned)
+		close(fd);
+}
+
+
 /* Queues a job; answers it with EIO once the pool is stopping. */
+static void job_failed(struct open_job *j, int err)
+{
+	if (j->kind == JOB_READ)
+		nodefd_failed(j->a->ctx->nodefd, j->node);
+	reply_open_err(j->req, err);
+}
+
 static void enqueue(struct async *a, struct open_job *j)
 {
 	pthread_mutex_lock(&a->lock);
 	if (a->stopping) {
 		pthread_mutex_unlock(&a->lock);
-		reply_open_err(j->req, -EIO);
+		if (j->kind != JOB_INVAL)
+			reply_open_err(j->req, -EIO);
 		free(j);
 		return;
 	}
@@ -108,7 +143,9 @@ static void open_done(struct cache_waiter *w, int fd)
 		return;
 	}
 	if (fd < 0) {
-		reply_open_err(j->req, fd);
+		job_failed(j, fd);
+	} else if (j->kind == JOB_READ) {
+		reply_read_fd(j->a, j->req, j->node, fd, j->size, j->off);
 	} else {
 		j->fi.fh = (uint64_t)fd;
 		j->fi.keep_cache = 1;
@@ -119,12 +156,74 @@ static void open_done(struct cache_waiter *w, int fd)
 	free(j);
 }
 
+/* --- reads of a stream ------------------------------------------------------ */
+
+struct stream_read {
+	struct cache_stream_reader rd; /* first */
+	struct nodefd *nodefd; /* a read without a handle (no-open mode), else NULL */
+	uint32_t node;
+	fuse_req_t req;
+	size_t size;
+	off_t off;
+	bool later; /* answered from the fill's progress: the engine thread */
+};
+
+static void read_done(struct cache_stream_reader *rd, int fd)
+{
+	struct stream_read *r = (struct stream_read *)rd;
+	if (fd < 0) {
+		if (r->nodefd)
+			nodefd_failed(r->nodefd, r->node);
+		fuse_reply_err(r->req, EIO);
+	} else {
+		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(r->size);
+		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+		bv.buf[0].fd = fd;
+		bv.buf[0].pos = r->off;
+		/* libfuse keeps a splice pipe per replying thread, freed at the
+		 * thread's exit only while the session lives: the engine thread
+		 * outlives it, so it copies */
+		fuse_reply_data(r->req, &bv, r->later ? FUSE_BUF_NO_SPLICE : FUSE_BUF_SPLICE_MOVE);
+	}
+	free(r);
+}
+
+/* Queues read r on stream s, or answers it now. */
+static void stream_read_start(struct cache_stream *s, struct stream_read *r)
+{
+	r->later = true; /* before it is queued: it may be answered at once */
+	int fd = cache_stream_read(s, &r->rd);
+	if (fd != -EINPROGRESS) {
+		r->later = false;
+		read_done(&r->rd, fd);
+	}
+}
+
 /* Answers the open with a handle on stream s (takes the caller's reference). */
 static void open_stream(struct open_job *j, struct cache_stream *s)
 {
+	if (j->kind == JOB_READ) {
+		/* the reader joins the stream; its pages are dropped if it fails */
+		cache_stream_tag(s, j->ino);
+		struct stream_read *r = xmalloc(sizeof(*r));
+		*r = (struct stream_read){
+			.rd = {.start = (uint64_t)j->off,
+			       .end = (uint64_t)j->off + j->size,
+			       .done = read_done},
+			.nodefd = j->a->ctx->nodefd,
+			.node = j->node,
+			.req = j->req,
+			.size = j->size,
+			.off = j->off,
+		};
+		stream_read_start(s, r);
+		cache_stream_unref(s);
+		free(j);
+		return;
+	}
 	int r = cache_stream_result(s);
 	if (r < 0 && r != -EINPROGRESS) {
-		reply_open_err(j->req, r);
+		job_failed(j, r);
 		cache_stream_unref(s);
 	} else {
 		struct async *a = j->a;
@@ -168,6 +267,15 @@ static void drop_pages(void *ud, struct cache_stream *s, uint64_t below)
 static void run_job(struct async *a, struct open_job *j)
 {
 	struct fs_ctx *ctx = a->ctx;
+	if (j->kind == JOB_INVAL) {
+		pthread_mutex_lock(&a->lock);
+		bool stopping = a->stopping; /* no worker would answer the kernel */
+		pthread_mutex_unlock(&a->lock);
+		if (!stopping)
+			fuse_lowlevel_notify_inval_inode(a->se, j->ino, 0, 0);
+		free(j);
+		return;
+	}
 	const struct tree_node *nd = &ctx->tree->nodes[j->node];
 	uint8_t key[32];
 	bool verified;
@@ -195,10 +303,13 @@ static void run_job(struct async *a, struct open_job *j)
 			cache_stream_on_fail(s, drop_pages, a);
 			open_stream(j, cache_stream_ref(s)); /* frees j */
 			fd = body_fill(ctx, node, NULL, 0, s);
-			if (fd >= 0)
+			if (fd >= 0) {
 				close(fd);
-			else
+			} else {
+				if (ctx->nodefd)
+					nodefd_failed(ctx->nodefd, node);
 				drop_pages(a, s, UINT64_MAX);
+			}
 			cache_stream_unref(s);
 		} else {
 			open_done(&j->w, body_fill(ctx, j->node, claims, n, NULL));
@@ -256,7 +367,8 @@ struct async *async_free(struct async *a)
 	pthread_mutex_unlock(&a->lock);
 	for (struct open_job *next; j; j = next) {
 		next = j->next;
-		reply_open_err(j->req, -EIO);
+		if (j->kind != JOB_INVAL)
+			reply_open_err(j->req, -EIO);
 		free(j);
 	}
 	/* no new threads once stopping: nthreads is stable */
@@ -293,32 +405,28 @@ void async_open(struct async *a, fuse_req_t req, fuse_ino_t ino, uint32_t node,
 	enqueue(a, j);
 }
 
-/* --- reads of a stream ------------------------------------------------------ */
-
-struct stream_read {
-	struct cache_stream_reader rd; /* first */
-	fuse_req_t req;
-	size_t size;
-	off_t off;
-	bool later; /* answered from the fill's progress: the engine thread */
-};
-
-static void read_done(struct cache_stream_reader *rd, int fd)
+void async_read_node(struct async *a, fuse_req_t req, fuse_ino_t ino, uint32_t node,
+		     size_t size, off_t off)
 {
-	struct stream_read *r = (struct stream_read *)rd;
-	if (fd < 0) {
-		fuse_reply_err(r->req, EIO);
-	} else {
-		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(r->size);
-		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-		bv.buf[0].fd = fd;
-		bv.buf[0].pos = r->off;
-		/* libfuse keeps a splice pipe per replying thread, freed at the
-		 * thread's exit only while the session lives: the engine thread
-		 * outlives it, so it copies */
-		fuse_reply_data(r->req, &bv, r->later ? FUSE_BUF_NO_SPLICE : FUSE_BUF_SPLICE_MOVE);
-	}
-	free(r);
+	struct open_job *j = xcalloc(1, sizeof(*j));
+	j->w.done = open_done;
+	j->a = a;
+	j->kind = JOB_READ;
+	j->req = req;
+	j->size = size;
+	j->off = off;
+	j->ino = ino;
+	j->node = node;
+	enqueue(a, j);
+}
+
+void async_inval(struct async *a, fuse_ino_t ino)
+{
+	struct open_job *j = xcalloc(1, sizeof(*j));
+	j->a = a;
+	j->kind = JOB_INVAL;
+	j->ino = ino;
+	enqueue(a, j);
 }
 
 static struct handle *handle_of(uint64_t fh)
@@ -336,12 +444,7 @@ void async_read(fuse_req_t req, uint64_t fh, size_t size, off_t off)
 		.size = size,
 		.off = off,
 	};
-	r->later = true; /* before it is queued: it may be answered at once */
-	int fd = cache_stream_read(s, &r->rd);
-	if (fd != -EINPROGRESS) {
-		r->later = false;
-		read_done(&r->rd, fd);
-	}
+	stream_read_start(s, r);
 }
 
 void async_release(struct async *a, uint64_t fh)
