@@ -1,10 +1,14 @@
-/* async: opens that need a fill, answered from a bounded pool of fill
- * threads; reads of streamed bodies, answered as the fill reaches them.
+/* async: opens (or, without open requests, reads) that need a fill,
+ * answered from a bounded pool of fill threads; reads of streamed bodies,
+ * answered as the fill reaches them.
  *
  * DESIGN
  * - A FUSE worker never waits for the network.  op_open answers a cached
  *   body itself (open + fstat); a miss becomes an open job on the queue of
- *   this pool and the worker returns.  libfuse's low-level API lets any
+ *   this pool and the worker returns.  Without open requests (ops.c,
+ *   FUSE_NO_OPEN_SUPPORT) the first read of a body does the same with a
+ *   read job, answered with the data once the body is published (its fd
+ *   goes into ctx->nodefd) or from the stream it joins.  libfuse's low-level API lets any
  *   thread reply to a request, exactly once.
  * - A pool thread takes a job and asks the cache (cache_begin): published
  *   → reply; a fill in flight → the job waits on it as a callback (no
@@ -46,7 +50,7 @@ enum job_kind {
 	JOB_INVAL, /* drop an inode's pages (async_inval) */
 };
 
-struct open_job {
+struct job {
 	struct cache_waiter w; /* first: the cache calls back with &w */
 	struct async *a;
 	enum job_kind kind;
@@ -56,7 +60,7 @@ struct open_job {
 	off_t off;
 	fuse_ino_t ino;
 	uint32_t node;
-	struct open_job *next;
+	struct job *next;
 };
 
 /* An open handle on a stream (fh = FH_STREAM | pointer).  Listed, so that
@@ -71,7 +75,7 @@ struct async {
 	struct fuse_session *se;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct open_job *head, *tail; /* protected by lock, as is what follows */
+	struct job *head, *tail; /* protected by lock, as is what follows */
 	unsigned nthreads, idle, max;
 	pthread_t *threads;
 	bool stopping;
@@ -102,16 +106,15 @@ static void reply_read_fd(struct async *a, fuse_req_t req, uint32_t node, int fd
 		close(fd);
 }
 
-
-/* Queues a job; answers it with EIO once the pool is stopping. */
-static void job_failed(struct open_job *j, int err)
+static void job_failed(struct job *j, int err)
 {
 	if (j->kind == JOB_READ)
 		nodefd_failed(j->a->ctx->nodefd, j->node);
 	reply_open_err(j->req, err);
 }
 
-static void enqueue(struct async *a, struct open_job *j)
+/* Queues a job; answers it with EIO once the pool is stopping. */
+static void enqueue(struct async *a, struct job *j)
 {
 	pthread_mutex_lock(&a->lock);
 	if (a->stopping) {
@@ -135,9 +138,9 @@ static void enqueue(struct async *a, struct open_job *j)
 }
 
 /* The cache's answer for a job that waited (or a fill's own result). */
-static void open_done(struct cache_waiter *w, int fd)
+static void job_done(struct cache_waiter *w, int fd)
 {
-	struct open_job *j = (struct open_job *)w;
+	struct job *j = (struct job *)w;
 	if (fd == -EAGAIN) {
 		enqueue(j->a, j); /* the fill was given up: begin again */
 		return;
@@ -200,7 +203,7 @@ static void stream_read_start(struct cache_stream *s, struct stream_read *r)
 }
 
 /* Answers the open with a handle on stream s (takes the caller's reference). */
-static void open_stream(struct open_job *j, struct cache_stream *s)
+static void open_stream(struct job *j, struct cache_stream *s)
 {
 	if (j->kind == JOB_READ) {
 		/* the reader joins the stream; its pages are dropped if it fails */
@@ -264,7 +267,7 @@ static void drop_pages(void *ud, struct cache_stream *s, uint64_t below)
 	free(inos);
 }
 
-static void run_job(struct async *a, struct open_job *j)
+static void run_job(struct async *a, struct job *j)
 {
 	struct fs_ctx *ctx = a->ctx;
 	if (j->kind == JOB_INVAL) {
@@ -289,10 +292,10 @@ static void run_job(struct async *a, struct open_job *j)
 	size_t n = stream ? 0 : body_claims(ctx, j->node, &claims);
 	switch (cache_begin(ctx->cache, key, verified, nd->size, claims, n, &j->w, &fd, &s)) {
 	case CACHE_HIT:
-		open_done(&j->w, fd);
+		job_done(&j->w, fd);
 		break;
 	case CACHE_WAIT:
-		break; /* open_done comes from the filler */
+		break; /* job_done comes from the filler */
 	case CACHE_STREAM:
 		open_stream(j, s);
 		break;
@@ -312,7 +315,7 @@ static void run_job(struct async *a, struct open_job *j)
 			}
 			cache_stream_unref(s);
 		} else {
-			open_done(&j->w, body_fill(ctx, j->node, claims, n, NULL));
+			job_done(&j->w, body_fill(ctx, j->node, claims, n, NULL));
 		}
 		break;
 	}
@@ -329,7 +332,7 @@ static void *pool_main(void *arg)
 			pthread_cond_wait(&a->cond, &a->lock);
 			a->idle--;
 		}
-		struct open_job *j = a->head;
+		struct job *j = a->head;
 		if (!j)
 			break; /* stopping, nothing left */
 		a->head = j->next;
@@ -361,11 +364,11 @@ struct async *async_free(struct async *a)
 		return NULL;
 	pthread_mutex_lock(&a->lock);
 	a->stopping = true;
-	struct open_job *j = a->head;
+	struct job *j = a->head;
 	a->head = a->tail = NULL;
 	pthread_cond_broadcast(&a->cond);
 	pthread_mutex_unlock(&a->lock);
-	for (struct open_job *next; j; j = next) {
+	for (struct job *next; j; j = next) {
 		next = j->next;
 		if (j->kind != JOB_INVAL)
 			reply_open_err(j->req, -EIO);
@@ -395,8 +398,8 @@ void async_stop(struct async *a)
 void async_open(struct async *a, fuse_req_t req, fuse_ino_t ino, uint32_t node,
 		struct fuse_file_info *fi)
 {
-	struct open_job *j = xcalloc(1, sizeof(*j));
-	j->w.done = open_done;
+	struct job *j = xcalloc(1, sizeof(*j));
+	j->w.done = job_done;
 	j->a = a;
 	j->req = req;
 	j->fi = *fi;
@@ -408,8 +411,8 @@ void async_open(struct async *a, fuse_req_t req, fuse_ino_t ino, uint32_t node,
 void async_read_node(struct async *a, fuse_req_t req, fuse_ino_t ino, uint32_t node,
 		     size_t size, off_t off)
 {
-	struct open_job *j = xcalloc(1, sizeof(*j));
-	j->w.done = open_done;
+	struct job *j = xcalloc(1, sizeof(*j));
+	j->w.done = job_done;
 	j->a = a;
 	j->kind = JOB_READ;
 	j->req = req;
@@ -422,7 +425,7 @@ void async_read_node(struct async *a, fuse_req_t req, fuse_ino_t ino, uint32_t n
 
 void async_inval(struct async *a, fuse_ino_t ino)
 {
-	struct open_job *j = xcalloc(1, sizeof(*j));
+	struct job *j = xcalloc(1, sizeof(*j));
 	j->a = a;
 	j->kind = JOB_INVAL;
 	j->ino = ino;
