@@ -1,10 +1,14 @@
-/* async: opens that need a fill, answered from a bounded pool of fill
- * threads; reads of streamed bodies, answered as the fill reaches them.
+/* async: opens (or, without open requests, reads) that need a fill,
+ * answered from a bounded pool of fill threads; reads of streamed bodies,
+ * answered as the fill reaches them.
  *
  * DESIGN
  * - A FUSE worker never waits for the network.  op_open answers a cached
  *   body itself (open + fstat); a miss becomes an open job on the queue of
- *   this pool and the worker returns.  libfuse's low-level API lets any
+ *   this pool and the worker returns.  Without open requests (ops.c,
+ *   FUSE_NO_OPEN_SUPPORT) the first read of a body does the same with a
+ *   read job, answered with the data once the body is published (its fd
+ *   goes into ctx->nodefd) or from the stream it joins.  libfuse's low-level API lets any
  *   thread reply to a request, exactly once.
  * - A pool thread takes a job and asks the cache (cache_begin): published
  *   → reply; a fill in flight → the job waits on it as a callback (no
@@ -40,14 +44,23 @@
 #include "fetch/util/util.h"
 #include "fs/fs_i.h"
 
-struct open_job {
+enum job_kind {
+	JOB_OPEN,  /* an open that needs a fill (open requests) */
+	JOB_READ,  /* a read that needs a fill (no-open mode) */
+	JOB_INVAL, /* drop an inode's pages (async_inval) */
+};
+
+struct job {
 	struct cache_waiter w; /* first: the cache calls back with &w */
 	struct async *a;
-	fuse_req_t req;
-	struct fuse_file_info fi;
+	enum job_kind kind;
+	fuse_req_t req;             /* JOB_OPEN, JOB_READ */
+	struct fuse_file_info fi;   /* JOB_OPEN */
+	size_t size;                /* JOB_READ */
+	off_t off;
 	fuse_ino_t ino;
 	uint32_t node;
-	struct open_job *next;
+	struct job *next;
 };
 
 /* An open handle on a stream (fh = FH_STREAM | pointer).  Listed, so that
@@ -62,7 +75,7 @@ struct async {
 	struct fuse_session *se;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct open_job *head, *tail; /* protected by lock, as is what follows */
+	struct job *head, *tail; /* protected by lock, as is what follows */
 	unsigned nthreads, idle, max;
 	pthread_t *threads;
 	bool stopping;
@@ -76,13 +89,38 @@ static void reply_open_err(fuse_req_t req, int err)
 
 static void *pool_main(void *arg);
 
+/* Answers a read from fd (taken), through the node's table.  Copies rather
+ * than splices: this may run on a thread that outlives the session (the
+ * filler of a waiter), where libfuse's per-thread splice pipe would leak. */
+static void reply_read_fd(struct async *a, fuse_req_t req, uint32_t node, int fd, size_t size,
+			  off_t off)
+{
+	bool owned;
+	fd = nodefd_put(a->ctx->nodefd, node, fd, &owned);
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	bv.buf[0].fd = fd;
+	bv.buf[0].pos = off;
+	fuse_reply_data(req, &bv, FUSE_BUF_NO_SPLICE);
+	if (owned)
+		close(fd);
+}
+
+static void job_failed(struct job *j, int err)
+{
+	if (j->kind == JOB_READ)
+		nodefd_failed(j->a->ctx->nodefd, j->node);
+	reply_open_err(j->req, err);
+}
+
 /* Queues a job; answers it with EIO once the pool is stopping. */
-static void enqueue(struct async *a, struct open_job *j)
+static void enqueue(struct async *a, struct job *j)
 {
 	pthread_mutex_lock(&a->lock);
 	if (a->stopping) {
 		pthread_mutex_unlock(&a->lock);
-		reply_open_err(j->req, -EIO);
+		if (j->kind != JOB_INVAL)
+			reply_open_err(j->req, -EIO);
 		free(j);
 		return;
 	}
@@ -100,15 +138,17 @@ static void enqueue(struct async *a, struct open_job *j)
 }
 
 /* The cache's answer for a job that waited (or a fill's own result). */
-static void open_done(struct cache_waiter *w, int fd)
+static void job_done(struct cache_waiter *w, int fd)
 {
-	struct open_job *j = (struct open_job *)w;
+	struct job *j = (struct job *)w;
 	if (fd == -EAGAIN) {
 		enqueue(j->a, j); /* the fill was given up: begin again */
 		return;
 	}
 	if (fd < 0) {
-		reply_open_err(j->req, fd);
+		job_failed(j, fd);
+	} else if (j->kind == JOB_READ) {
+		reply_read_fd(j->a, j->req, j->node, fd, j->size, j->off);
 	} else {
 		j->fi.fh = (uint64_t)fd;
 		j->fi.keep_cache = 1;
@@ -119,12 +159,74 @@ static void open_done(struct cache_waiter *w, int fd)
 	free(j);
 }
 
-/* Answers the open with a handle on stream s (takes the caller's reference). */
-static void open_stream(struct open_job *j, struct cache_stream *s)
+/* --- reads of a stream ------------------------------------------------------ */
+
+struct stream_read {
+	struct cache_stream_reader rd; /* first */
+	struct nodefd *nodefd; /* a read without a handle (no-open mode), else NULL */
+	uint32_t node;
+	fuse_req_t req;
+	size_t size;
+	off_t off;
+	bool later; /* answered from the fill's progress: the engine thread */
+};
+
+static void read_done(struct cache_stream_reader *rd, int fd)
 {
+	struct stream_read *r = (struct stream_read *)rd;
+	if (fd < 0) {
+		if (r->nodefd)
+			nodefd_failed(r->nodefd, r->node);
+		fuse_reply_err(r->req, EIO);
+	} else {
+		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(r->size);
+		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+		bv.buf[0].fd = fd;
+		bv.buf[0].pos = r->off;
+		/* libfuse keeps a splice pipe per replying thread, freed at the
+		 * thread's exit only while the session lives: the engine thread
+		 * outlives it, so it copies */
+		fuse_reply_data(r->req, &bv, r->later ? FUSE_BUF_NO_SPLICE : FUSE_BUF_SPLICE_MOVE);
+	}
+	free(r);
+}
+
+/* Queues read r on stream s, or answers it now. */
+static void stream_read_start(struct cache_stream *s, struct stream_read *r)
+{
+	r->later = true; /* before it is queued: it may be answered at once */
+	int fd = cache_stream_read(s, &r->rd);
+	if (fd != -EINPROGRESS) {
+		r->later = false;
+		read_done(&r->rd, fd);
+	}
+}
+
+/* Answers the open with a handle on stream s (takes the caller's reference). */
+static void open_stream(struct job *j, struct cache_stream *s)
+{
+	if (j->kind == JOB_READ) {
+		/* the reader joins the stream; its pages are dropped if it fails */
+		cache_stream_tag(s, j->ino);
+		struct stream_read *r = xmalloc(sizeof(*r));
+		*r = (struct stream_read){
+			.rd = {.start = (uint64_t)j->off,
+			       .end = (uint64_t)j->off + j->size,
+			       .done = read_done},
+			.nodefd = j->a->ctx->nodefd,
+			.node = j->node,
+			.req = j->req,
+			.size = j->size,
+			.off = j->off,
+		};
+		stream_read_start(s, r);
+		cache_stream_unref(s);
+		free(j);
+		return;
+	}
 	int r = cache_stream_result(s);
 	if (r < 0 && r != -EINPROGRESS) {
-		reply_open_err(j->req, r);
+		job_failed(j, r);
 		cache_stream_unref(s);
 	} else {
 		struct async *a = j->a;
@@ -165,9 +267,18 @@ static void drop_pages(void *ud, struct cache_stream *s, uint64_t below)
 	free(inos);
 }
 
-static void run_job(struct async *a, struct open_job *j)
+static void run_job(struct async *a, struct job *j)
 {
 	struct fs_ctx *ctx = a->ctx;
+	if (j->kind == JOB_INVAL) {
+		pthread_mutex_lock(&a->lock);
+		bool stopping = a->stopping; /* no worker would answer the kernel */
+		pthread_mutex_unlock(&a->lock);
+		if (!stopping)
+			fuse_lowlevel_notify_inval_inode(a->se, j->ino, 0, 0);
+		free(j);
+		return;
+	}
 	const struct tree_node *nd = &ctx->tree->nodes[j->node];
 	uint8_t key[32];
 	bool verified;
@@ -181,10 +292,10 @@ static void run_job(struct async *a, struct open_job *j)
 	size_t n = stream ? 0 : body_claims(ctx, j->node, &claims);
 	switch (cache_begin(ctx->cache, key, verified, nd->size, claims, n, &j->w, &fd, &s)) {
 	case CACHE_HIT:
-		open_done(&j->w, fd);
+		job_done(&j->w, fd);
 		break;
 	case CACHE_WAIT:
-		break; /* open_done comes from the filler */
+		break; /* job_done comes from the filler */
 	case CACHE_STREAM:
 		open_stream(j, s);
 		break;
@@ -195,13 +306,16 @@ static void run_job(struct async *a, struct open_job *j)
 			cache_stream_on_fail(s, drop_pages, a);
 			open_stream(j, cache_stream_ref(s)); /* frees j */
 			fd = body_fill(ctx, node, NULL, 0, s);
-			if (fd >= 0)
+			if (fd >= 0) {
 				close(fd);
-			else
+			} else {
+				if (ctx->nodefd)
+					nodefd_failed(ctx->nodefd, node);
 				drop_pages(a, s, UINT64_MAX);
+			}
 			cache_stream_unref(s);
 		} else {
-			open_done(&j->w, body_fill(ctx, j->node, claims, n, NULL));
+			job_done(&j->w, body_fill(ctx, j->node, claims, n, NULL));
 		}
 		break;
 	}
@@ -218,7 +332,7 @@ static void *pool_main(void *arg)
 			pthread_cond_wait(&a->cond, &a->lock);
 			a->idle--;
 		}
-		struct open_job *j = a->head;
+		struct job *j = a->head;
 		if (!j)
 			break; /* stopping, nothing left */
 		a->head = j->next;
@@ -250,13 +364,14 @@ struct async *async_free(struct async *a)
 		return NULL;
 	pthread_mutex_lock(&a->lock);
 	a->stopping = true;
-	struct open_job *j = a->head;
+	struct job *j = a->head;
 	a->head = a->tail = NULL;
 	pthread_cond_broadcast(&a->cond);
 	pthread_mutex_unlock(&a->lock);
-	for (struct open_job *next; j; j = next) {
+	for (struct job *next; j; j = next) {
 		next = j->next;
-		reply_open_err(j->req, -EIO);
+		if (j->kind != JOB_INVAL)
+			reply_open_err(j->req, -EIO);
 		free(j);
 	}
 	/* no new threads once stopping: nthreads is stable */
@@ -283,8 +398,8 @@ void async_stop(struct async *a)
 void async_open(struct async *a, fuse_req_t req, fuse_ino_t ino, uint32_t node,
 		struct fuse_file_info *fi)
 {
-	struct open_job *j = xcalloc(1, sizeof(*j));
-	j->w.done = open_done;
+	struct job *j = xcalloc(1, sizeof(*j));
+	j->w.done = job_done;
 	j->a = a;
 	j->req = req;
 	j->fi = *fi;
@@ -293,32 +408,28 @@ void async_open(struct async *a, fuse_req_t req, fuse_ino_t ino, uint32_t node,
 	enqueue(a, j);
 }
 
-/* --- reads of a stream ------------------------------------------------------ */
-
-struct stream_read {
-	struct cache_stream_reader rd; /* first */
-	fuse_req_t req;
-	size_t size;
-	off_t off;
-	bool later; /* answered from the fill's progress: the engine thread */
-};
-
-static void read_done(struct cache_stream_reader *rd, int fd)
+void async_read_node(struct async *a, fuse_req_t req, fuse_ino_t ino, uint32_t node,
+		     size_t size, off_t off)
 {
-	struct stream_read *r = (struct stream_read *)rd;
-	if (fd < 0) {
-		fuse_reply_err(r->req, EIO);
-	} else {
-		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(r->size);
-		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-		bv.buf[0].fd = fd;
-		bv.buf[0].pos = r->off;
-		/* libfuse keeps a splice pipe per replying thread, freed at the
-		 * thread's exit only while the session lives: the engine thread
-		 * outlives it, so it copies */
-		fuse_reply_data(r->req, &bv, r->later ? FUSE_BUF_NO_SPLICE : FUSE_BUF_SPLICE_MOVE);
-	}
-	free(r);
+	struct job *j = xcalloc(1, sizeof(*j));
+	j->w.done = job_done;
+	j->a = a;
+	j->kind = JOB_READ;
+	j->req = req;
+	j->size = size;
+	j->off = off;
+	j->ino = ino;
+	j->node = node;
+	enqueue(a, j);
+}
+
+void async_inval(struct async *a, fuse_ino_t ino)
+{
+	struct job *j = xcalloc(1, sizeof(*j));
+	j->a = a;
+	j->kind = JOB_INVAL;
+	j->ino = ino;
+	enqueue(a, j);
 }
 
 static struct handle *handle_of(uint64_t fh)
@@ -336,12 +447,7 @@ void async_read(fuse_req_t req, uint64_t fh, size_t size, off_t off)
 		.size = size,
 		.off = off,
 	};
-	r->later = true; /* before it is queued: it may be answered at once */
-	int fd = cache_stream_read(s, &r->rd);
-	if (fd != -EINPROGRESS) {
-		r->later = false;
-		read_done(&r->rd, fd);
-	}
+	stream_read_start(s, r);
 }
 
 void async_release(struct async *a, uint64_t fh)

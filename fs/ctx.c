@@ -161,6 +161,10 @@ int fs_prepare(const struct fs_config *cfg, struct fs_ctx **ret, char *err, size
 	ev = getenv("SITEFS_STREAM_MIN");
 	if (ev && *ev)
 		ctx->stream_min = strtoull(ev, NULL, 10);
+	/* SITEFS_OPEN_REQUESTS=1: answer open/release as kernels without
+	 * FUSE_NO_OPEN_SUPPORT need (ops.c); tests cover both paths */
+	ev = getenv("SITEFS_OPEN_REQUESTS");
+	ctx->open_requests = ev && strcmp(ev, "1") == 0;
 	const char *np = getenv("SITEFS_PYC");
 	if (!np || strcmp(np, "0") != 0)
 		ctx->pyc = pyc_new(ctx);

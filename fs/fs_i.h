@@ -70,6 +70,8 @@ struct fs_ctx {
 	struct cache *cache;
 	struct pyc *pyc; /* NULL: no bytecode store (read-only __pycache__-less tree) */
 	struct async *async; /* while serving: the fill pool (async.c) */
+	struct nodefd *nodefd; /* while serving without open requests (ops.c), else NULL */
+	bool open_requests;    /* SITEFS_OPEN_REQUESTS=1: keep open/release (ops.c) */
 	unsigned fill_timeout_s; /* SITEFS_FILL_TIMEOUT: a fill's deadline base (0: none) */
 	uint64_t stream_min;     /* SITEFS_STREAM_MIN: bodies this big are streamed (0: never) */
 	struct profile *profile; /* NULL: no --profile */
@@ -249,8 +251,8 @@ void pyc_unlink(struct pyc *p, fuse_req_t req, uint64_t d, const char *name);
 void pyc_rename(struct pyc *p, fuse_req_t req, uint64_t d, const char *name, uint64_t nd,
 		const char *newname, unsigned int flags);
 void pyc_open(struct pyc *p, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
-void pyc_read(struct pyc *p, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-	      struct fuse_file_info *fi);
+/* fd: the open's descriptor, or -1 without one (no-open mode) */
+void pyc_read(struct pyc *p, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int fd);
 void pyc_release(struct pyc *p, fuse_ino_t ino, struct fuse_file_info *fi);
 /* For profiles.  A stored pyc is in its stored form: mtime field zero. */
 const char *pyc_tag(const struct pyc *p);
@@ -284,6 +286,30 @@ void async_open(struct async *a, fuse_req_t req, fuse_ino_t ino, uint32_t node,
 /* Read / release of an FH_STREAM handle. */
 void async_read(fuse_req_t req, uint64_t fh, size_t size, off_t off);
 void async_release(struct async *a, uint64_t fh);
+
+/* Read of BODY node `node` (inode ino) without an open handle (no-open
+ * mode) that is not in the cache: answered once the fill has the bytes;
+ * the fd is installed in ctx->nodefd. */
+void async_read_node(struct async *a, fuse_req_t req, fuse_ino_t ino, uint32_t node,
+		     size_t size, off_t off);
+/* A tree inode was written through a shared writable mapping (the write
+ * got EROFS): its pages are dropped off the workers' threads. */
+void async_inval(struct async *a, fuse_ino_t ino);
+
+/* --- nodefd.c: one descriptor per body for reads without open handles
+ * (see the DESIGN note there).  Thread-safe. */
+struct nodefd;
+struct nodefd *nodefd_new(uint32_t n, unsigned max);
+struct nodefd *nodefd_free(struct nodefd *t);
+/* The descriptor of node i, or -1. */
+int nodefd_get(struct nodefd *t, uint32_t i);
+/* Installs fd (taken) for node i; returns the descriptor to read from: fd,
+ * or the one another reader installed first.  *ret_owned: the table is
+ * full, the caller closes the returned fd after its reply. */
+int nodefd_put(struct nodefd *t, uint32_t i, int fd, bool *ret_owned);
+/* A fill of node i failed: its reads get EIO for a moment (nodefd_held). */
+void nodefd_failed(struct nodefd *t, uint32_t i);
+bool nodefd_held(struct nodefd *t, uint32_t i);
 
 /* --- profile.c: --profile FILE (see the DESIGN note there). */
 struct profile;

@@ -42,6 +42,7 @@ static const char *const op_names[OP_MAX] = {
 static _Atomic uint64_t op_count[OP_MAX];
 /* Set by op_init, before the kernel sends any other request. */
 static bool no_opendir;
+static bool no_open; /* then ctx->nodefd serves the reads (see op_open) */
 #define COUNT(op) atomic_fetch_add_explicit(&op_count[op], 1, memory_order_relaxed)
 
 static struct fs_ctx *ctx_of(fuse_req_t req)
@@ -80,6 +81,16 @@ static void fill_attr(const struct fs_ctx *ctx, uint32_t i, struct stat *st)
 	st->st_atim.tv_sec = st->st_mtim.tv_sec = st->st_ctim.tv_sec = nd->mtime;
 }
 
+/* Descriptors the body table may keep: half of the limit fs_serve raised,
+ * the rest for cache fills, the catalog and fetches. */
+static unsigned node_fd_max(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+		return 1 << 16;
+	return rl.rlim_cur / 2 > (1u << 20) ? 1u << 20 : (unsigned)(rl.rlim_cur / 2);
+}
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
@@ -95,6 +106,16 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * kernel skip opendir and releasedir from then on and cache listings
 	 * (FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR), two requests less per listing. */
 	no_opendir = conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT;
+	/* Likewise for files: an ENOSYS to the first open makes the kernel
+	 * open every file itself (FOPEN_KEEP_CACHE, fh 0) and send neither
+	 * open nor release, two of the three requests a warm import makes per
+	 * file (open, Python's isatty ioctl, release).  Fills then start at
+	 * the first read, and reads are served from one descriptor per body
+	 * (nodefd.c). */
+	struct fs_ctx *ctx = userdata;
+	no_open = (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) && !ctx->open_requests;
+	if (no_open)
+		ctx->nodefd = nodefd_new(ctx->tree->n, node_fd_max());
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -272,6 +293,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	COUNT(OP_OPEN);
 	struct fs_ctx *ctx = ctx_of(req);
 	uint64_t px;
+	if (no_open) {
+		/* "open them yourself": asked once, then never again (op_init) */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	if (pyc_kind_of(ctx, ino, &px) != PYC_NONE) {
 		pyc_open(ctx->pyc, req, ino, fi);
 		return;
@@ -317,6 +343,48 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		close((int)fi->fh); /* the opener was interrupted */
 }
 
+/* Answers a read from fd with an fd-backed buffer (splice). */
+static void reply_fd(fuse_req_t req, int fd, size_t size, off_t off)
+{
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	bv.buf[0].fd = fd;
+	bv.buf[0].pos = off;
+	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+}
+
+/* A read of body node i in no-open mode (size > 0, within the body): from
+ * the node's descriptor, else the cache, else a fill (the pool answers). */
+static void read_node(struct fs_ctx *ctx, fuse_req_t req, fuse_ino_t ino, uint32_t i,
+		      size_t size, off_t off)
+{
+	int fd = nodefd_get(ctx->nodefd, i);
+	bool owned = false;
+	if (fd < 0) {
+		if (nodefd_held(ctx->nodefd, i)) {
+			fuse_reply_err(req, EIO); /* its fill failed a moment ago */
+			return;
+		}
+		profile_note(ctx->profile, i); /* the first read stands for the open */
+		uint8_t key[32];
+		bool verified;
+		body_key(ctx, i, key, &verified);
+		fd = cache_peek(ctx->cache, key, verified, ctx->tree->nodes[i].size);
+		if (fd == -ENOENT) {
+			async_read_node(ctx->async, req, ino, i, size, off);
+			return;
+		}
+		if (fd < 0) {
+			fuse_reply_err(req, fd == -ENOMEM || fd == -EMFILE || fd == -ENFILE ? -fd : EIO);
+			return;
+		}
+		fd = nodefd_put(ctx->nodefd, i, fd, &owned);
+	}
+	reply_fd(req, fd, size, off);
+	if (owned)
+		close(fd);
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
@@ -324,7 +392,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fs_ctx *ctx = ctx_of(req);
 	uint64_t px;
 	if (pyc_kind_of(ctx, ino, &px) != PYC_NONE) {
-		pyc_read(ctx->pyc, req, ino, size, off, fi);
+		pyc_read(ctx->pyc, req, ino, size, off,
+			 no_open || fi->fh == UINT64_MAX ? -1 : (int)fi->fh);
 		return;
 	}
 	int64_t i = node_of(ctx, ino);
@@ -342,6 +411,13 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_buf(req, (const char *)ctx->tree->blob + nd->data.off + off, size);
 		return;
 	}
+	if (no_open) {
+		if (nd->kind != TREE_BODY)
+			fuse_reply_err(req, EIO);
+		else
+			read_node(ctx, req, ino, (uint32_t)i, size, off);
+		return;
+	}
 	if (fi->fh == NO_FH) {
 		fuse_reply_err(req, EIO);
 		return;
@@ -350,11 +426,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		async_read(req, fi->fh, size, off);
 		return;
 	}
-	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
-	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	bv.buf[0].fd = (int)fi->fh;
-	bv.buf[0].pos = off;
-	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+	reply_fd(req, (int)fi->fh, size, off);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -471,12 +543,18 @@ static void op_erofs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size
 			   off_t off, struct fuse_file_info *fi)
 {
 	COUNT(OP_WRITE);
+	struct fs_ctx *ctx = ctx_of(req);
 	uint64_t px;
-	if (pyc_kind_of(ctx_of(req), ino, &px) == PYC_TMP) {
-		pyc_write(ctx_of(req)->pyc, req, ino, buf, size, off);
+	if (pyc_kind_of(ctx, ino, &px) == PYC_TMP) {
+		pyc_write(ctx->pyc, req, ino, buf, size, off);
 		return;
 	}
 	fuse_reply_err(req, EROFS);
+	/* Without open requests a write-open succeeds; write(2) leaves the
+	 * pages it touched stale (refetched), but a shared writable mapping's
+	 * pages would stay changed in the page cache: drop them. */
+	if (no_open && ctx->async)
+		async_inval(ctx->async, ino);
 }
 static void op_erofs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			      const char *value, size_t size, int flags)
@@ -625,6 +703,7 @@ int fs_serve(struct fs_ctx *ctx, const char *mountpoint, const char *fuse_opts, 
 	http_cancel(ctx->http, NULL);
 	ctx->async = async_free(ctx->async);
 	fuse_session_unmount(se);
+	ctx->nodefd = nodefd_free(ctx->nodefd);
 	write_stats(ctx);
 out_signals:
 	fuse_remove_signal_handlers(se);

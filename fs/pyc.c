@@ -548,51 +548,56 @@ out:
 	fuse_reply_err(req, -r);
 }
 
-void pyc_open(struct pyc *p, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+/* An O_RDONLY descriptor on the bytes of pyc inode ino, or -errno. */
+static int open_fd(struct pyc *p, fuse_ino_t ino)
 {
 	uint64_t idx;
 	enum pyc_kind k = pyc_classify(p, ino, &idx);
-	if (k == PYC_DIR) {
-		fuse_reply_err(req, EISDIR);
-		return;
-	}
-	if ((fi->flags & O_ACCMODE) != O_RDONLY) {
-		fuse_reply_err(req, EROFS);
-		return;
-	}
-	fi->fh = UINT64_MAX;
-	fi->keep_cache = 1;
-	fi->noflush = 1;
+	if (k == PYC_DIR)
+		return -EISDIR;
 	uint32_t src = (uint32_t)(idx / 3);
 	uint8_t opt = (uint8_t)(idx % 3);
+	char *sp = NULL;
 	if (k == PYC_TMP) {
 		struct pyc_tmp *t = tmp_get(p, idx);
-		if (!t || t->gone || !t->renamed) {
-			fuse_reply_err(req, t && !t->gone ? EACCES : ENOENT);
-			return;
-		}
+		if (!t || t->gone || !t->renamed)
+			return t && !t->gone ? -EACCES : -ENOENT;
 		src = t->src;
 		opt = t->opt;
+		/* path is set once at create and cleared only before renamed */
+		if (t->path)
+			sp = xstrdup(t->path);
 	}
-	char *sp = k == PYC_TMP && tmp_get(p, idx)->path ? xstrdup(tmp_get(p, idx)->path)
-							   : store_path(p, src, opt);
+	if (!sp)
+		sp = store_path(p, src, opt);
 	int fd = open(sp, O_RDONLY | O_CLOEXEC);
 	free(sp);
-	if (fd < 0) {
-		fuse_reply_err(req, ENOENT);
+	return fd < 0 ? -ENOENT : fd;
+}
+
+void pyc_open(struct pyc *p, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+		uint64_t idx;
+		fuse_reply_err(req, pyc_classify(p, ino, &idx) == PYC_DIR ? EISDIR : EROFS);
 		return;
 	}
+	int fd = open_fd(p, ino);
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
+	fi->keep_cache = 1;
+	fi->noflush = 1;
 	fi->fh = (uint64_t)fd;
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		close(fd);
 }
 
-void pyc_read(struct pyc *p, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-	      struct fuse_file_info *fi)
+void pyc_read(struct pyc *p, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int fd)
 {
 	uint64_t idx;
 	enum pyc_kind k = pyc_classify(p, ino, &idx);
-	int fd = (int)fi->fh;
 	uint32_t src = (uint32_t)(idx / 3);
 	if (k == PYC_TMP) {
 		struct pyc_tmp *t = tmp_get(p, idx);
@@ -602,15 +607,26 @@ void pyc_read(struct pyc *p, fuse_req_t req, fuse_ino_t ino, size_t size, off_t 
 		}
 		src = t->src;
 	}
-	if (fi->fh == UINT64_MAX || off < 0) {
+	if (off < 0 || k == PYC_DIR) {
 		fuse_reply_err(req, EIO);
 		return;
+	}
+	int own = -1; /* no handle (no-open mode): a descriptor for this read */
+	if (fd < 0) {
+		own = fd = open_fd(p, ino);
+		if (fd < 0) {
+			fuse_reply_err(req, -fd);
+			return;
+		}
 	}
 	size = MIN(size, (size_t)PYC_MAX);
 	char *buf = xmalloc(size ? size : 1);
 	ssize_t n = pread(fd, buf, size, off);
+	int err = errno;
+	if (own >= 0)
+		close(own);
 	if (n < 0) {
-		fuse_reply_err(req, errno);
+		fuse_reply_err(req, err);
 		free(buf);
 		return;
 	}

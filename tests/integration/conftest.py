@@ -107,6 +107,12 @@ def lazy_umount(path):
         subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True, timeout=30)
 
 
+# A failed fill makes reads of that file fail at once for half a second
+# (nodefd.c: the kernel retries a failed page read immediately); a test that
+# fixes the fault and reads again waits that long first.
+FAILED_FILL_HOLD = 0.6
+
+
 def clean_env(**extra):
     env = {k: v for k, v in os.environ.items()
            if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")

@@ -4,6 +4,7 @@ import csv
 import errno
 import io
 import json
+import mmap
 import os
 import shutil
 import signal
@@ -137,12 +138,19 @@ def check_record(rel, want, got, tree):
     return out
 
 
+def write_through(path):
+    with open(path, "r+b", buffering=0) as f:
+        f.write(b"x")
+
+
 def test_read_only(mount, nginx_lock):
     m = mount(nginx_lock)
     core = m.site / "purepkg/core.py"
     attempts = {
         "create": lambda: open(m.path / "new.txt", "w"),
-        "open for write": lambda: open(core, "r+b"),
+        # the open itself succeeds when the kernel opens files without
+        # asking (FUSE_NO_OPEN_SUPPORT): the write is what fails
+        "write": lambda: write_through(core),
         "truncate": lambda: os.truncate(core, 0),
         "mkdir": lambda: os.mkdir(m.site / "newdir"),
         "unlink": lambda: os.unlink(core),
@@ -161,6 +169,36 @@ def test_read_only(mount, nginx_lock):
                 wrong[what] = errno.errorcode.get(e.errno, e.errno)
     assert not wrong, f"expected EROFS, got {wrong}"
     assert core.read_bytes() == b"def answer():\n    return 42\n"
+
+
+def test_a_shared_writable_mapping_changes_nothing(mount, nginx_lock):
+    """Its owner may open a file for writing (the kernel does not ask when
+    opens are not sent); a change made through a shared mapping is refused
+    at writeback, and no process sees it afterwards."""
+    m = mount(nginx_lock)
+    core = m.site / "purepkg/core.py"
+    want = b"def answer():\n    return 42\n"
+    try:
+        fd = os.open(core, os.O_RDWR)
+    except OSError as e:
+        assert e.errno == errno.EROFS  # a kernel that sends opens
+        return
+    try:
+        mm = mmap.mmap(fd, len(want), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        mm[0:3] = b"XYZ"
+        try:
+            mm.flush()
+        except OSError:
+            pass  # the writeback's EROFS, if reported here
+        mm.close()
+    finally:
+        os.close(fd)
+    deadline = time.monotonic() + 10
+    while core.read_bytes() != want and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert core.read_bytes() == want
+    r = subprocess.run(["cat", str(core)], capture_output=True, check=True)
+    assert r.stdout == want
 
 
 def test_several_wheels_per_package_picks_compatible(mount, wheelhouse, nginx, tmp_path):
@@ -263,3 +301,30 @@ def test_directory_listings_are_cached_by_the_kernel(mount, nginx_lock, tmp_path
     assert ops["opendir"] <= 1, ops
     # one listing per directory (a call that returns entries, one that ends it)
     assert ops["readdirplus"] + ops["readdir"] <= 2 * ndirs, (ops, ndirs)
+
+
+def test_files_are_opened_without_requests(mount, nginx_lock, tmp_path):
+    # open is answered ENOSYS once (FUSE_NO_OPEN_SUPPORT): the kernel then opens
+    # files itself, sends no release, and keeps their pages across opens; a
+    # body is fetched by its first read, and an open that reads nothing
+    # fetches nothing.
+    if os.environ.get("SITEFS_OPEN_REQUESTS") == "1":
+        pytest.skip("open requests asked for")
+    stats = tmp_path / "stats.json"
+    m = mount(nginx_lock, env={"SITEFS_STATS_FILE": str(stats)})
+    util = m.site / "purepkg/util.py"
+    def bodies():
+        return [p for p in (m.cache / "bodies").rglob("*") if p.is_file()]
+    os.close(os.open(util, os.O_RDONLY))
+    assert bodies() == [], "an open fetched a body"
+    files = sorted(p for p in (m.site / "purepkg").rglob("*") if p.is_file())
+    assert len(files) >= 4
+    first = {p: p.read_bytes() for p in files}
+    assert bodies(), "reads fetched no body"
+    for _ in range(3):
+        assert {p: p.read_bytes() for p in files} == first
+    m.teardown()
+    ops = json.loads(stats.read_text())["ops"]
+    assert ops["open"] <= 1 and ops["release"] == 0, ops
+    # each file read once by the kernel (its pages are kept), not per open
+    assert ops["read"] <= len(files), (ops, len(files))
