@@ -70,6 +70,7 @@ struct fs_ctx {
 	struct cache *cache;
 	struct pyc *pyc; /* NULL: no bytecode store (read-only __pycache__-less tree) */
 	struct async *async; /* while serving: the fill pool (async.c) */
+	struct fuse_session *se; /* while serving (pyc.c pushes pages with it) */
 	struct nodefd *nodefd; /* while serving without open requests (ops.c), else NULL */
 	bool open_requests;    /* SITEFS_OPEN_REQUESTS=1: keep open/release (ops.c) */
 	unsigned fill_timeout_s; /* SITEFS_FILL_TIMEOUT: a fill's deadline base (0: none) */
@@ -254,6 +255,10 @@ void pyc_open(struct pyc *p, fuse_req_t req, fuse_ino_t ino, struct fuse_file_in
 /* fd: the open's descriptor, or -1 without one (no-open mode) */
 void pyc_read(struct pyc *p, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int fd);
 void pyc_release(struct pyc *p, fuse_ino_t ino, struct fuse_file_info *fi);
+/* Pyc inode ino was opened (Python's isatty ioctl right after its open):
+ * the first time, its bytes are pushed into the kernel's page cache, so the
+ * read that follows is no request. */
+void pyc_opened(struct pyc *p, fuse_ino_t ino);
 /* For profiles.  A stored pyc is in its stored form: mtime field zero. */
 const char *pyc_tag(const struct pyc *p);
 /* true if hdr starts with this interpreter's magic number (known). */

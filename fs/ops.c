@@ -566,13 +566,18 @@ static void op_erofs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *nam
 	fuse_reply_err(req, EROFS);
 }
 
-/* Python 3.11's open() asks isatty() of every file it opens: answered here
- * (not left to libfuse's ENOSYS) only so that the counters see it. */
+/* Python 3.11's open() asks isatty() of every file it opens, then reads it:
+ * a pyc's pages are pushed into the kernel before the answer (pyc_opened),
+ * so that read is no request. */
 static void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		     struct fuse_file_info *fi, unsigned flags, const void *in_buf,
 		     size_t in_bufsz, size_t out_bufsz)
 {
 	COUNT(OP_IOCTL);
+	struct fs_ctx *ctx = ctx_of(req);
+	uint64_t px;
+	if (pyc_kind_of(ctx, ino, &px) != PYC_NONE)
+		pyc_opened(ctx->pyc, ino);
 	fuse_reply_err(req, ENOTTY);
 }
 
@@ -694,6 +699,7 @@ int fs_serve(struct fs_ctx *ctx, const char *mountpoint, const char *fuse_opts, 
 	/* Opens that need a fill are answered by this pool (async.c): 32
 	 * fills at once at most, however many opens wait. */
 	ctx->async = async_new(ctx, se, 32);
+	ctx->se = se;
 	/* > 0: the signal that ended the loop, a clean exit */
 	r = fuse_session_loop_mt(se, lc) < 0 ? -EIO : 0;
 	fuse_loop_cfg_destroy(lc);
@@ -702,6 +708,7 @@ int fs_serve(struct fs_ctx *ctx, const char *mountpoint, const char *fuse_opts, 
 	async_stop(ctx->async);
 	http_cancel(ctx->http, NULL);
 	ctx->async = async_free(ctx->async);
+	ctx->se = NULL;
 	fuse_session_unmount(se);
 	ctx->nodefd = nodefd_free(ctx->nodefd);
 	write_stats(ctx);

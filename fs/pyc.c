@@ -42,6 +42,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -56,6 +57,7 @@
 #define PYC_MAX (64u << 20) /* bound on a written pyc */
 #define PYC_TMPS_MAX 65536       /* temps per mount (each renamed pyc keeps its slot) */
 #define HDR 16
+#define PUSH_MAX (1u << 20) /* bigger pycs are read on demand */
 
 struct pyc_tmp {
 	uint32_t dir, src; /* tree nodes: the directory and the source */
@@ -65,6 +67,7 @@ struct pyc_tmp {
 			      the race to publish (it serves this inode); else NULL */
 	int fd;            /* written through until the rename, then -1 */
 	bool renamed;      /* now the pyc of src */
+	_Atomic bool pushed; /* its pages were pushed (pyc_rename) */
 	bool gone;
 };
 
@@ -73,6 +76,8 @@ struct pyc {
 	char tag[32];      /* "cpython-311" */
 	uint8_t magic[4];  /* the interpreter's (cfg.pyc_magic) */
 	bool have_magic;   /* else no pyc is seeded or recorded for a profile */
+	bool push;         /* push pycs into the page cache (SITEFS_PYC_PUSH=0: no) */
+	_Atomic uint64_t *pushed; /* a bit per published pyc inode: its pages were pushed */
 	pthread_mutex_t lock;
 	struct pyc_tmp **tmps; /* protected by lock; slots are never reused */
 	size_t ntmps, cap;
@@ -87,6 +92,9 @@ struct pyc *pyc_new(struct fs_ctx *ctx)
 	snprintf(p->tag, sizeof(p->tag), "cpython-%d%d", ctx->cfg.py.major, ctx->cfg.py.minor);
 	const char *m = ctx->cfg.pyc_magic;
 	p->have_magic = m && strlen(m) == 8 && hex_decode(m, p->magic, 4) == 0;
+	const char *push = getenv("SITEFS_PYC_PUSH");
+	p->push = !push || strcmp(push, "0") != 0;
+	p->pushed = xcalloc((3 * (size_t)ctx->tree->n + 63) / 64 + 1, sizeof(*p->pushed));
 	pthread_mutex_init(&p->lock, NULL);
 	char *d = xasprintf("%s/pyc", ctx->cache_dir);
 	mkdir_p(d, 0755);
@@ -110,6 +118,7 @@ struct pyc *pyc_free(struct pyc *p)
 	}
 	free(p->tmps);
 	pthread_mutex_destroy(&p->lock);
+	free(p->pushed);
 	free(p);
 	return NULL;
 }
@@ -251,6 +260,68 @@ static int tmp_size(struct pyc *p, struct pyc_tmp *t, uint64_t *ret)
 
 /* --- handlers ------------------------------------------------------------- */
 
+static int open_fd(struct pyc *p, fuse_ino_t ino);
+
+/* Stored pycs have a zero mtime field: bytes 8..11 of what is served are
+ * the source node's mtime (buf holds bytes [off, off + n)). */
+static void patch_mtime(const struct pyc *p, uint32_t src, char *buf, off_t off, size_t n)
+{
+	uint32_t mt = (uint32_t)p->ctx->tree->nodes[src].mtime;
+	for (int b = 8; b < 12; b++)
+		if (off <= b && (uint64_t)b < (uint64_t)off + n)
+			buf[b - off] = (char)(mt >> (8 * (b - 8)));
+}
+
+/* Puts the bytes of pyc inode ino (fd: on its file, size bytes) into the
+ * kernel's page cache, so that the read that follows is served by the
+ * kernel: a round trip less per module.  The inode must be known to the
+ * kernel (after a lookup's reply it may not be yet: its requester makes it). */
+static void push_pages(struct pyc *p, fuse_ino_t ino, int fd, uint64_t size, uint32_t src)
+{
+	struct fuse_session *se = p->ctx->se;
+	if (!se || size == 0 || size > PUSH_MAX || !p->push)
+		return;
+	char *buf = xmalloc(size);
+	if (pread_full(fd, buf, size, 0) == 0) {
+		patch_mtime(p, src, buf, 0, size);
+		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+		bv.buf[0].mem = buf;
+		fuse_lowlevel_notify_store(se, ino, 0, &bv, 0);
+	}
+	free(buf);
+}
+
+/* push_pages of pyc inode ino, the pyc of source node src. */
+static void push_open(struct pyc *p, fuse_ino_t ino, uint32_t src)
+{
+	int fd = open_fd(p, ino);
+	struct stat st;
+	if (fd >= 0 && fstat(fd, &st) == 0)
+		push_pages(p, ino, fd, (uint64_t)st.st_size, src);
+	if (fd >= 0)
+		close(fd);
+}
+
+void pyc_opened(struct pyc *p, fuse_ino_t ino)
+{
+	uint64_t idx;
+	enum pyc_kind k = pyc_classify(p, ino, &idx);
+	if (!p->push || k == PYC_DIR)
+		return;
+	uint32_t src = (uint32_t)(idx / 3);
+	if (k == PYC_TMP) {
+		struct pyc_tmp *t = tmp_get(p, idx);
+		if (!t || !t->renamed || atomic_exchange(&t->pushed, true))
+			return;
+		src = t->src;
+	} else {
+		uint64_t bit = 1ull << (idx % 64);
+		if (atomic_fetch_or(&p->pushed[idx / 64], bit) & bit)
+			return;
+	}
+	push_open(p, ino, src);
+}
+
 void pyc_lookup(struct pyc *p, fuse_req_t req, uint64_t d, const char *name)
 {
 	struct fuse_entry_param e = {.attr_timeout = TIMEOUT, .entry_timeout = TIMEOUT};
@@ -259,15 +330,18 @@ void pyc_lookup(struct pyc *p, fuse_req_t req, uint64_t d, const char *name)
 	if (parse_pyc_name(p, (uint32_t)d, name, &src, &opt) == 0) {
 		char *sp = store_path(p, src, opt);
 		struct stat st;
-		int r = stat(sp, &st);
+		int fd = open(sp, O_RDONLY | O_CLOEXEC);
 		free(sp);
-		if (r == 0 && S_ISREG(st.st_mode)) {
+		if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
 			e.ino = 2 * tn(p) + 1 + 3 * (uint64_t)src + opt;
 			file_attr(e.ino, (uint64_t)st.st_size, p->ctx->tree->nodes[src].mtime,
 				  &e.attr);
 			fuse_reply_entry(req, &e);
+			close(fd);
 			return;
 		}
+		if (fd >= 0)
+			close(fd);
 	}
 	/* a temp created here (Python never looks them up, but stat(1) may) */
 	pthread_mutex_lock(&p->lock);
@@ -487,7 +561,8 @@ void pyc_rename(struct pyc *p, fuse_req_t req, uint64_t d, const char *name, uin
 	}
 	pthread_mutex_lock(&p->lock);
 	struct pyc_tmp *t = NULL;
-	for (size_t k = 0; k < p->ntmps; k++) {
+	size_t k;
+	for (k = 0; k < p->ntmps; k++) {
 		struct pyc_tmp *c = p->tmps[k];
 		if (c->dir == d && c->name && !c->gone && strcmp(c->name, name) == 0) {
 			t = c;
@@ -546,6 +621,12 @@ void pyc_rename(struct pyc *p, fuse_req_t req, uint64_t d, const char *name, uin
 out:
 	pthread_mutex_unlock(&p->lock);
 	fuse_reply_err(req, -r);
+	if (r == 0) {
+		/* the temp's inode now serves the pyc: the next process reads it
+		 * from the page cache (its writes went around it, direct_io) */
+		atomic_store(&t->pushed, true);
+		push_open(p, 5 * tn(p) + 1 + k, src);
+	}
 }
 
 /* An O_RDONLY descriptor on the bytes of pyc inode ino, or -errno. */
@@ -630,11 +711,7 @@ void pyc_read(struct pyc *p, fuse_req_t req, fuse_ino_t ino, size_t size, off_t 
 		free(buf);
 		return;
 	}
-	/* patch the source's mtime into bytes 8..11 */
-	uint32_t mt = (uint32_t)p->ctx->tree->nodes[src].mtime;
-	for (int b = 8; b < 12; b++)
-		if (off <= b && b < off + n)
-			buf[b - off] = (char)(mt >> (8 * (b - 8)));
+	patch_mtime(p, src, buf, off, (size_t)n);
 	fuse_reply_buf(req, buf, (size_t)n);
 	free(buf);
 }

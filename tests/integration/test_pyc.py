@@ -3,7 +3,9 @@ source's sha256; a second process (or mount) loads them instead of compiling, an
 nothing written can poison another source's entry or change the tree."""
 
 import errno
+import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -119,3 +121,29 @@ def test_many_processes_compiling_at_once(mount, nginx_lock, tmp_path):
     assert fds < 32, f"daemon holds {fds} fds after the processes ended"
     out = verbose_import(m, "purepkg.core")
     assert "code object from '" in out and "created '" not in out.split("purepkg", 1)[1]
+
+
+def test_pycs_are_read_without_requests(mount, nginx_lock, tmp_path):
+    """A pyc's bytes are put into the kernel's page cache when it is renamed into
+    place and at its first open, so loading it reads nothing through the daemon
+    (SITEFS_PYC_PUSH=0 turns that off: one read per pyc, the comparison)."""
+    cache = tmp_path / "shared"
+    mods = ["purepkg.core", "purepkg.util"]  # and the package's __init__
+
+    def reads(push, second_process):
+        stats = tmp_path / f"stats-{push}-{second_process}.json"
+        m = mount(nginx_lock, cache=cache, env={"SITEFS_PYC_PUSH": push,
+                                                 "SITEFS_STATS_FILE": str(stats)})
+        if second_process:  # this mount's first process compiles them
+            shutil.rmtree(cache / "pyc", ignore_errors=True)
+            for mod in mods:
+                assert "created '" in verbose_import(m, mod)
+        for mod in mods:
+            out = verbose_import(m, mod)
+            assert "code object from '" in out and "created '" not in out, out
+        m.teardown()
+        return json.loads(stats.read_text())["ops"]["read"]
+
+    for second_process in (True, False):  # (False: a new mount on the store's pycs)
+        pushed, read = reads("1", second_process), reads("0", second_process)
+        assert read - pushed >= len(mods) + 1, (second_process, pushed, read)
