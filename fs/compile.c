@@ -458,7 +458,9 @@ void compile_stop(struct compile *c)
 	if (!c)
 		return;
 	pthread_mutex_lock(&c->lock);
+	bool again = c->stopping && !c->active;
 	c->stopping = true;
+	c->active = false; /* stopped: the summary is logged once */
 	struct held *held = c->held;
 	c->held = NULL;
 	/* a compile in progress ends with the child (not reaped yet: under
@@ -478,7 +480,7 @@ void compile_stop(struct compile *c)
 		c->started = false;
 	}
 	reap(c);
-	if (c->noted)
+	if (c->noted && !again)
 		log_notice("compile ahead: %zu sources queued, %zu compiled and stored (%zu were "
 			   "there, %zu failed), %zu left to Python, %zu dropped, %zu lookups "
 			   "waited for a compile; compiler CPU %ld ms",
