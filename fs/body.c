@@ -302,10 +302,14 @@ static int fill_run(struct fill *f, int fd)
 					   e->usize, e->crc32, &data, sha, why, sizeof(why));
 		if (q == 0 && nd->has_sha && memcmp(sha, nd->sha256, 32) != 0)
 			q = -EBADMSG; /* the target's own path logs it when it retries */
-		if (k == t)
+		if (k == t) {
 			target = q == 0 ? write_full(fd, data, (size_t)e->usize) : -EAGAIN;
-		else
-			cache_publish(ctx->cache, cl, q == 0 && e->usize == cl->size ? data : NULL);
+		} else {
+			bool ok = q == 0 && e->usize == cl->size;
+			cache_publish(ctx->cache, cl, ok ? data : NULL);
+			if (ok) /* a source Python may import next: compile it now */
+				compile_note(ctx->compile, w->entry_node[k]);
+		}
 		free(data);
 	}
 	buf_free(&b);

@@ -168,6 +168,7 @@ int fs_prepare(const struct fs_config *cfg, struct fs_ctx **ret, char *err, size
 	const char *np = getenv("SITEFS_PYC");
 	if (!np || strcmp(np, "0") != 0)
 		ctx->pyc = pyc_new(ctx);
+	ctx->compile = compile_new(ctx); /* before any fill thread may look */
 	for (size_t i = 0; i < ctx->tree->nwarnings; i++)
 		log_warn("%s", ctx->tree->warnings[i]);
 
@@ -195,6 +196,7 @@ struct fs_ctx *fs_free(struct fs_ctx *ctx)
 	ctx->profile = profile_close(ctx->profile); /* uses the engine and the cache */
 	ctx->catalog_writer = catalog_writer_join(ctx->catalog_writer); /* reads the metas */
 	ctx->http = http_engine_free(ctx->http);
+	ctx->compile = compile_free(ctx->compile); /* seeds into the store */
 	ctx->pyc = pyc_free(ctx->pyc);
 	for (size_t i = 0; ctx->wheels && i < ctx->cfg.nwheels; i++) {
 		wheel_meta_clear(&ctx->wheels[i].meta);

@@ -76,6 +76,7 @@ struct fs_ctx {
 	unsigned fill_timeout_s; /* SITEFS_FILL_TIMEOUT: a fill's deadline base (0: none) */
 	uint64_t stream_min;     /* SITEFS_STREAM_MIN: bodies this big are streamed (0: never) */
 	struct profile *profile; /* NULL: no --profile */
+	struct compile *compile; /* NULL: no compile ahead (compile.c) */
 	struct fs_prepare_stats stats;
 	struct catalog_writer *catalog_writer; /* rows of this mount's misses, until joined */
 };
@@ -273,6 +274,29 @@ bool pyc_stored(struct pyc *p, uint32_t src, uint8_t opt);
  * checks pyc_load makes (src a .py body with a RECORD hash): 0, -EEXIST
  * (one is stored already: kept), -EBADMSG (refused), -errno. */
 int pyc_seed(struct pyc *p, uint32_t src, uint8_t opt, const uint8_t *data, size_t len);
+
+/* --- compile.c: compile ahead — sources a fill brought along are compiled
+ * into the bytecode store before Python asks (see the DESIGN note there). */
+struct compile;
+/* NULL when off (SITEFS_COMPILE_AHEAD=0, no store, no magic number).
+ * Nothing runs until the first compile_lookup_miss. */
+struct compile *compile_new(struct fs_ctx *ctx);
+/* After the session loop, before the unmount: answers the lookups it
+ * holds, ends the compiler process and joins the thread; later calls of
+ * the hooks do nothing.  Accepts NULL. */
+void compile_stop(struct compile *c);
+struct compile *compile_free(struct compile *c);
+/* A fill published source node src along with the body it was asked for:
+ * compile it ahead.  Never blocks (drops it when behind).  Accepts NULL. */
+void compile_note(struct compile *c, uint32_t src);
+enum compile_miss {
+	COMPILE_MISS,  /* reply ENOENT: Python compiles it (and compile.c will not) */
+	COMPILE_HELD,  /* being compiled: req is answered by pyc_lookup once it is done */
+	COMPILE_AGAIN, /* compiled since: look again */
+};
+/* pyc_lookup found no pyc of src at level opt (in directory d, as name). */
+enum compile_miss compile_lookup_miss(struct compile *c, uint32_t src, uint8_t opt,
+				      fuse_req_t req, uint64_t d, const char *name);
 
 /* --- async.c: the fill pool behind op_open, and reads of streamed bodies
  * (see the DESIGN note there).  Every function replies exactly once. */

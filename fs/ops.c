@@ -703,6 +703,7 @@ int fs_serve(struct fs_ctx *ctx, const char *mountpoint, const char *fuse_opts, 
 	/* > 0: the signal that ended the loop, a clean exit */
 	r = fuse_session_loop_mt(se, lc) < 0 ? -EIO : 0;
 	fuse_loop_cfg_destroy(lc);
+	compile_stop(ctx->compile); /* answers the lookups it holds */
 	/* Fills in flight end now (their requests fail with -ECANCELED), their
 	 * openers and readers get EIO: all answered before the unmount. */
 	async_stop(ctx->async);

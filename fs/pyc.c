@@ -328,20 +328,27 @@ void pyc_lookup(struct pyc *p, fuse_req_t req, uint64_t d, const char *name)
 	uint32_t src;
 	uint8_t opt;
 	if (parse_pyc_name(p, (uint32_t)d, name, &src, &opt) == 0) {
-		char *sp = store_path(p, src, opt);
-		struct stat st;
-		int fd = open(sp, O_RDONLY | O_CLOEXEC);
-		free(sp);
-		if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
-			e.ino = 2 * tn(p) + 1 + 3 * (uint64_t)src + opt;
-			file_attr(e.ino, (uint64_t)st.st_size, p->ctx->tree->nodes[src].mtime,
-				  &e.attr);
-			fuse_reply_entry(req, &e);
-			close(fd);
-			return;
+		for (int again = 0; again < 2; again++) {
+			char *sp = store_path(p, src, opt);
+			struct stat st;
+			int r = stat(sp, &st);
+			free(sp);
+			if (r == 0 && S_ISREG(st.st_mode)) {
+				e.ino = 2 * tn(p) + 1 + 3 * (uint64_t)src + opt;
+				file_attr(e.ino, (uint64_t)st.st_size,
+					  p->ctx->tree->nodes[src].mtime, &e.attr);
+				fuse_reply_entry(req, &e);
+				return;
+			}
+			/* compile ahead may have it in hand (then it answers req) */
+			enum compile_miss m = again ? COMPILE_MISS
+						    : compile_lookup_miss(p->ctx->compile, src,
+									  opt, req, d, name);
+			if (m == COMPILE_HELD)
+				return;
+			if (m == COMPILE_MISS)
+				break;
 		}
-		if (fd >= 0)
-			close(fd);
 	}
 	/* a temp created here (Python never looks them up, but stat(1) may) */
 	pthread_mutex_lock(&p->lock);
@@ -653,6 +660,11 @@ static int open_fd(struct pyc *p, fuse_ino_t ino)
 		sp = store_path(p, src, opt);
 	int fd = open(sp, O_RDONLY | O_CLOEXEC);
 	free(sp);
+	/* a source used through its pyc (one compiled ahead, say) is never
+	 * opened: the profile names it too, so that it carries the pyc (empty
+	 * sources are never named: their one pyc always goes with the file) */
+	if (fd >= 0 && p->ctx->tree->nodes[src].size > 0)
+		profile_note(p->ctx->profile, src);
 	return fd < 0 ? -ENOENT : fd;
 }
 

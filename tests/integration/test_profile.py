@@ -228,10 +228,12 @@ def sha_of(wheelhouse, entry):
 
 @pytest.fixture
 def recorded(mount, nginx_lock, wheelhouse, tmp_path):
-    """A profile recorded by a run that imported MODS (and compiled them)."""
+    """A profile recorded by a run that imported MODS (and compiled them: no compile
+    ahead, so that the store holds exactly what Python wrote)."""
     prof = tmp_path / "rec.profile"
     cache = tmp_path / "rec-cache"
-    m = mount(nginx_lock, cache=cache, args=["--profile", prof])
+    m = mount(nginx_lock, cache=cache, args=["--profile", prof],
+              env={"SITEFS_COMPILE_AHEAD": "0"})
     wait_replay(m)
     out = verbose_import(m, MODS)
     assert "created '" in out, out  # compiled here, into the store

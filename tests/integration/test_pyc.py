@@ -15,6 +15,9 @@ from conftest import py_env, verbose_import
 pytestmark = pytest.mark.fuse
 
 TAG = "cpython-311"
+# these tests are about what Python itself writes: the daemon compiles nothing ahead
+# (test_compile.py)
+OFF = {"SITEFS_COMPILE_AHEAD": "0"}
 
 
 def store_files(cache):
@@ -24,7 +27,7 @@ def store_files(cache):
 
 def test_second_process_and_mount_load_pycs(mount, nginx_lock, tmp_path):
     cache = tmp_path / "shared"
-    m = mount(nginx_lock, cache=cache)
+    m = mount(nginx_lock, cache=cache, env=OFF)
     pyc = m.site / "purepkg/__pycache__" / f"core.{TAG}.pyc"
     out = verbose_import(m, "purepkg.core")
     assert f"created '{pyc}'" in out, out
@@ -37,7 +40,7 @@ def test_second_process_and_mount_load_pycs(mount, nginx_lock, tmp_path):
     assert "created '" not in out.split("purepkg", 1)[1], out
 
     # a second mount on the same cache (a new worker): same
-    m2 = mount(nginx_lock, cache=cache)
+    m2 = mount(nginx_lock, cache=cache, env=OFF)
     pyc2 = m2.site / "purepkg/__pycache__" / f"core.{TAG}.pyc"
     out = verbose_import(m2, "purepkg.core")
     assert f"code object from '{pyc2}'" in out, out
@@ -56,7 +59,7 @@ def write_then_rename(d, tmpname, final, data):
 
 def test_bogus_pyc_writes_are_refused(mount, nginx_lock, tmp_path):
     cache = tmp_path / "c"
-    m = mount(nginx_lock, cache=cache)
+    m = mount(nginx_lock, cache=cache, env=OFF)
     d = m.site / "purepkg/__pycache__"
     assert d.is_dir()
     core, util = m.site / "purepkg/core.py", m.site / "purepkg/util.py"
@@ -133,6 +136,7 @@ def test_pycs_are_read_without_requests(mount, nginx_lock, tmp_path):
     def reads(push, second_process):
         stats = tmp_path / f"stats-{push}-{second_process}.json"
         m = mount(nginx_lock, cache=cache, env={"SITEFS_PYC_PUSH": push,
+                                                 "SITEFS_COMPILE_AHEAD": "0",
                                                  "SITEFS_STATS_FILE": str(stats)})
         if second_process:  # this mount's first process compiles them
             shutil.rmtree(cache / "pyc", ignore_errors=True)
