@@ -73,6 +73,7 @@ struct fs_ctx {
 	unsigned fill_timeout_s; /* SITEFS_FILL_TIMEOUT: a fill's deadline base (0: none) */
 	uint64_t stream_min;     /* SITEFS_STREAM_MIN: bodies this big are streamed (0: never) */
 	struct profile *profile; /* NULL: no --profile */
+	struct ahead *ahead;	 /* NULL: no import-graph prefetch */
 	struct fs_prepare_stats stats;
 	struct catalog_writer *catalog_writer; /* rows of this mount's misses, until joined */
 };
@@ -296,6 +297,19 @@ struct profile *profile_close(struct profile *p);
 void profile_note(struct profile *p, uint32_t i);
 /* A pyc was published in the store (the next write looks for new ones). */
 void profile_note_pyc(struct profile *p);
+
+/* --- ahead.c: the import-graph prefetch (see the DESIGN note there). */
+struct ahead;
+/* NULL when SITEFS_IMPORT_AHEAD=0 (or the tree has no site-packages). */
+struct ahead *ahead_new(struct fs_ctx *ctx);
+/* BODY node i was filled for an opener: a source is scanned, and what it
+ * imports fetched in the background.  Cheap; accepts a == NULL. */
+void ahead_note(struct ahead *a, uint32_t i);
+/* Ends the prefetch: call once the engine's requests are cancelled and
+ * before the fill pool is freed (joins its threads).  Accepts NULL. */
+void ahead_stop(struct ahead *a);
+/* Frees it once no fill can end any more (after the profile). */
+struct ahead *ahead_free(struct ahead *a);
 
 /* --- ops.c */
 const struct fuse_lowlevel_ops *ops_get(void);

@@ -623,6 +623,7 @@ int fs_serve(struct fs_ctx *ctx, const char *mountpoint, const char *fuse_opts, 
 	 * openers and readers get EIO: all answered before the unmount. */
 	async_stop(ctx->async);
 	http_cancel(ctx->http, NULL);
+	ahead_stop(ctx->ahead); /* its fills answer waiting openers: before async_free */
 	ctx->async = async_free(ctx->async);
 	fuse_session_unmount(se);
 	write_stats(ctx);
