@@ -4,8 +4,9 @@
  * it, so the graph arrives in about one round trip per import depth.
  *
  * DESIGN
- * - When a .py body has been filled for an opener (body_fill →
- *   ahead_note), its source is scanned (pyscan.c) for the imports that run
+ * - When a .py body has been opened (op_open → ahead_note, a hit or a
+ *   miss, since a source that rode along another fill is not scanned until
+ *   something says it is imported), its source is scanned (pyscan.c) for the imports that run
  *   at import time, and each name is resolved against the tree the way
  *   Python's path finder would find it in site-packages (absolute) or in
  *   the module's package (relative): the __init__.py of every package
@@ -34,7 +35,10 @@
  *   streamed (ctx->stream_min) are left to their opener, whose stream
  *   drops the kernel's pages when a check fails.
  * - Mode (SITEFS_IMPORT_AHEAD): 0 off, 1 imports at indent 0 only, 2 (the
- *   default) also those in top-level try/if/with blocks (pyscan.h).
+ *   default) also those in top-level try/if/with blocks, 3 also those in
+ *   functions (pyscan.h).  Measured (docs/benchmarks.md): 2 leaves ~40 of
+ *   ~550 fills on the import's path at the cost of no byte; 3 leaves ~20
+ *   but fetches 13% more than the import reads.
  * - Shutdown: ahead_stop after the engine's requests are cancelled and
  *   before the fill pool is freed (a waiting opener is answered from our
  *   fill's thread); ahead_free once no other fill can end (after the
@@ -412,7 +416,7 @@ struct ahead *ahead_new(struct fs_ctx *ctx)
 	enum pyscan_mode mode = PYSCAN_BLOCKS;
 	if (ev && *ev)
 		mode = (enum pyscan_mode)atoi(ev);
-	if (mode != PYSCAN_TOP && mode != PYSCAN_BLOCKS)
+	if (mode != PYSCAN_TOP && mode != PYSCAN_BLOCKS && mode != PYSCAN_ALL)
 		return NULL;
 	char site[64];
 	snprintf(site, sizeof(site), "lib/python%d.%d/site-packages", ctx->cfg.py.major,

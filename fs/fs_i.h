@@ -302,8 +302,9 @@ void profile_note_pyc(struct profile *p);
 struct ahead;
 /* NULL when SITEFS_IMPORT_AHEAD=0 (or the tree has no site-packages). */
 struct ahead *ahead_new(struct fs_ctx *ctx);
-/* BODY node i was filled for an opener: a source is scanned, and what it
- * imports fetched in the background.  Cheap; accepts a == NULL. */
+/* BODY node i was opened (op_open: hit or miss) or filled for an opener
+ * (body_fill): a source is scanned once, and what it imports fetched in the
+ * background.  Cheap (a CAS, a queue push); accepts a == NULL. */
 void ahead_note(struct ahead *a, uint32_t i);
 /* Ends the prefetch: call once the engine's requests are cancelled and
  * before the fill pool is freed (joins its threads).  Accepts NULL. */

@@ -297,6 +297,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		/* A cached body is answered here; a miss goes to the fill pool,
 		 * which answers it (async.c): no worker waits for the network. */
 		profile_note(ctx->profile, (uint32_t)i); /* fs_body_open notes the rest */
+		ahead_note(ctx->ahead, (uint32_t)i); /* a source's imports, if not scanned yet */
 		uint8_t key[32];
 		bool verified;
 		body_key(ctx, (uint32_t)i, key, &verified);

@@ -264,10 +264,12 @@ static void parse_import(struct scan *sc, size_t from)
 static int header_live(const struct scan *sc, size_t colon)
 {
 	const struct token *t = sc->toks;
-	if (tok_is(&t[0], "def") || tok_is(&t[0], "class") || tok_is(&t[0], "except"))
+	if (tok_is(&t[0], "def") || tok_is(&t[0], "class"))
+		return sc->mode == PYSCAN_ALL;
+	if (tok_is(&t[0], "except"))
 		return 0;
 	if (tok_is(&t[0], "async"))
-		return colon > 1 && !tok_is(&t[1], "def");
+		return colon > 1 && (!tok_is(&t[1], "def") || sc->mode == PYSCAN_ALL);
 	if (tok_is(&t[0], "if") || tok_is(&t[0], "elif")) {
 		for (size_t j = 1; j < colon; j++)
 			if (tok_is(&t[j], "TYPE_CHECKING") || tok_is(&t[j], "__name__"))
@@ -299,7 +301,7 @@ static void statement(struct scan *sc, size_t indent, bool *live)
 			parse_import(sc, 0);
 		return;
 	}
-	bool body = *live && hl && sc->mode == PYSCAN_BLOCKS;
+	bool body = *live && hl && sc->mode != PYSCAN_TOP;
 	if (colon + 1 < sc->ntok) { /* `if x: import y` */
 		*live = body;
 		if (body)

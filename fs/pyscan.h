@@ -23,6 +23,7 @@
 enum pyscan_mode {
 	PYSCAN_TOP = 1,
 	PYSCAN_BLOCKS = 2,
+	PYSCAN_ALL = 3, /* as PYSCAN_BLOCKS, and in def and class bodies too */
 };
 
 /* One imported name: level = leading dots of a from-import (0: absolute);

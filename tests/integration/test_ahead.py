@@ -46,7 +46,10 @@ PACKAGES = {
     "aheadroot": {"aheadroot/__init__.py": ROOT.replace(b"(aheada", b"(rel.REL, aheada")
                   .replace(b"sub.VALUE", b"aheadroot.sub.VALUE"),
                   "aheadroot/rel.py": b"REL = 'rel'\n",
-                  "aheadroot/sub/__init__.py": b"VALUE = 'sub'\n"},
+                  "aheadroot/sub/__init__.py": b"VALUE = 'sub'\n",
+                  # a neighbour of __init__.py (one request brings both) that nothing
+                  # imports: not scanned until it is opened
+                  "aheadroot/other.py": b"import aheadf\n"},
     # a second wave: aheada's own import, in another directory
     "aheada": {"aheada/__init__.py": b"from .inner.leaf import VALUE\n",
                "aheada/inner/__init__.py": b"",
@@ -56,13 +59,14 @@ PACKAGES = {
     "aheadd": {"aheadd/__init__.py": b"", "aheadd/deep/__init__.py": b"",
                "aheadd/deep/mod.py": b"VALUE = 'd'\n"},
     "aheade": {"aheade/__init__.py": b"VALUE = 'e'\n"},
+    "aheadf": {"aheadf/__init__.py": b"VALUE = 'f'\n"},
     "aheadnever": {"aheadnever/__init__.py": b"raise ImportError('not to be fetched')\n"},
     "aheadtyping": {"aheadtyping/__init__.py": b"raise ImportError('not to be fetched')\n"},
     "aheadlazy": {"aheadlazy/__init__.py": b"raise ImportError('not to be fetched')\n"},
 }
 EXPECTED = "('rel', 'leaf', 'b', 'c', 'd', 'e', 'sub')"
 FETCHED = ["aheada", "aheadb", "aheadc", "aheadd", "aheade"]
-NOT_FETCHED = ["aheadnever", "aheadtyping", "aheadlazy"]
+NOT_FETCHED = ["aheadnever", "aheadtyping", "aheadlazy", "aheadf"]
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +124,11 @@ def test_reading_a_module_fetches_what_it_imports(mount, nginx, ahead_wheels, ah
     reqs = nginx.requests(mark)
     for n in NOT_FETCHED:
         assert body_requests(reqs, ahead_wheels, n) == [], f"{n} was fetched"
+    # a source opened from the cache (it came along with __init__.py) is scanned then
+    mark = nginx.mark()
+    assert (m.site / "aheadroot/other.py").read_bytes() == b"import aheadf\n"
+    assert wait_for(lambda: body_requests(nginx.requests(mark, settle=0.1), ahead_wheels,
+                                          "aheadf"))
 
 
 def test_switched_off(mount, nginx, ahead_wheels, ahead_lock):

@@ -143,6 +143,12 @@ int main(void)
 			fprintf(stderr, "case %zu (blocks): got \"%s\"\n", i, got);
 		CHECK_STR(got, c->blocks ? c->blocks : c->top);
 	}
+	/* PYSCAN_ALL: function and class bodies too, still not TYPE_CHECKING nor except */
+	CHECK_STR(scan("def f():\n    import a\nclass C:\n    import b\n    def g(self):\n"
+		       "        from .c import d\nif TYPE_CHECKING:\n    import e\n"
+		       "try:\n    pass\nexcept ImportError:\n    import f\n",
+		       PYSCAN_ALL),
+		  "0|a|- 0|b|- 1|c|d");
 	hostile();
 	return check_done("pyscan");
 }
