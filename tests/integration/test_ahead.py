@@ -5,13 +5,14 @@ an `except` clause or an `if TYPE_CHECKING:` block is not fetched.
 SITEFS_IMPORT_AHEAD=0 turns it off."""
 
 import random
-import subprocess
+import signal
+import threading
 import time
 
 import pytest
 
 import wheelgen
-from conftest import clean_env
+from conftest import is_mounted
 
 pytestmark = pytest.mark.fuse
 
@@ -161,3 +162,33 @@ def test_import_pays_round_trips_per_depth_not_per_module(mount, _faultserver, f
         assert r.stdout.strip() == EXPECTED
     assert times["0"] >= 7 * DELAY, times  # 8 non-empty bodies in 8 requests
     assert times["2"] < 5 * DELAY, times
+
+
+def test_sigterm_ends_a_stalled_prefetch_and_its_waiting_opener(mount, _faultserver, faultserver,
+                                                                 ahead_wheels, tmp_path):
+    lock = wheelgen.write_pylock(tmp_path / "pylock.toml", list(ahead_wheels.values()),
+                                 _faultserver.url + "/ahead")
+    m = mount(lock)
+    faultserver.fault("hang:aheadb-")
+    (m.site / "aheadroot/__init__.py").read_bytes()  # starts the prefetch of aheadb
+    assert wait_for(lambda: any("aheadb-" in p for p in faultserver.stats()))
+    result = []
+
+    def read():  # joins the prefetch's fill, which hangs
+        try:
+            result.append((m.site / "aheadb/__init__.py").read_bytes())
+        except OSError as e:
+            result.append(e)
+    th = threading.Thread(target=read, daemon=True)
+    th.start()
+    time.sleep(0.5)
+    assert not result
+    t0 = time.monotonic()
+    m.proc.send_signal(signal.SIGTERM)
+    m.proc.wait(10)
+    took = time.monotonic() - t0
+    faultserver.fault("none")
+    assert took < 3, f"the daemon took {took:.1f}s to exit"
+    assert not is_mounted(m.path)
+    th.join(10)
+    assert len(result) == 1 and isinstance(result[0], OSError), result
