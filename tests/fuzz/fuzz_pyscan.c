@@ -1,7 +1,7 @@
 /* fuzz_pyscan: libFuzzer target for the import scanner (fs/pyscan.c).
  *
- * The input is a Python source as a wheel could ship it: any bytes.  Both
- * modes are run; every reported name must be a bounded, non-empty string
+ * The input is a Python source as a wheel could ship it: any bytes.  Every
+ * mode is run; every reported name must be a bounded, non-empty string
  * (the module may be empty only in a relative import), and the count
  * returned must match the callbacks. */
 #include <stdint.h>
@@ -27,7 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* a copy of exactly size bytes: a read past the end is caught */
 	char *src = malloc(size ? size : 1);
 	memcpy(src, data, size);
-	for (int mode = PYSCAN_TOP; mode <= PYSCAN_BLOCKS; mode++) {
+	for (int mode = PYSCAN_TOP; mode <= PYSCAN_ALL; mode++) {
 		size_t calls = 0;
 		if (pyscan_imports(src, size, (enum pyscan_mode)mode, check, &calls) != calls)
 			abort();
