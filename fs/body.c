@@ -422,8 +422,11 @@ int body_fill(struct fs_ctx *ctx, uint32_t i, struct cache_claim *claims, size_t
 	}
 	uint8_t key[32];
 	entry_key(f.w, f.e, nd, key);
-	return cache_fill(ctx->cache, key, nd->has_sha, nd->size, claims, nclaims, body_fill_any,
-			  &f, s);
+	int fd = cache_fill(ctx->cache, key, nd->has_sha, nd->size, claims, nclaims, body_fill_any,
+			    &f, s);
+	if (fd >= 0)
+		ahead_note(ctx->ahead, i); /* what it imports is fetched meanwhile */
+	return fd;
 }
 
 void body_key(const struct fs_ctx *ctx, uint32_t i, uint8_t key[32], bool *ret_verified)

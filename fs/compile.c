@@ -413,6 +413,16 @@ void compile_note(struct compile *c, uint32_t src)
 	pthread_mutex_unlock(&c->lock);
 }
 
+bool compile_done(struct compile *c, uint32_t src)
+{
+	if (!c)
+		return false;
+	pthread_mutex_lock(&c->lock);
+	bool done = c->state[src] == ST_DONE;
+	pthread_mutex_unlock(&c->lock);
+	return done;
+}
+
 enum compile_miss compile_lookup_miss(struct compile *c, uint32_t src, uint8_t opt,
 				      fuse_req_t req, uint64_t d, const char *name)
 {

@@ -180,6 +180,7 @@ int fs_prepare(const struct fs_config *cfg, struct fs_ctx **ret, char *err, size
 	ctx->stats.elapsed_ns = now_ns() - t0;
 	if (cfg->profile) /* after the stats: its requests are not the preparation's */
 		ctx->profile = profile_open(ctx, cfg->profile);
+	ctx->ahead = ahead_new(ctx);
 	fs_early_free(early);
 	*ret = ctx;
 	return 0;
@@ -194,6 +195,7 @@ struct fs_ctx *fs_free(struct fs_ctx *ctx)
 	if (!ctx)
 		return NULL;
 	ctx->profile = profile_close(ctx->profile); /* uses the engine and the cache */
+	ctx->ahead = ahead_free(ctx->ahead); /* its waiters: every fill has ended */
 	ctx->catalog_writer = catalog_writer_join(ctx->catalog_writer); /* reads the metas */
 	ctx->http = http_engine_free(ctx->http);
 	ctx->compile = compile_free(ctx->compile); /* seeds into the store */

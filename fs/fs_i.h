@@ -77,6 +77,7 @@ struct fs_ctx {
 	uint64_t stream_min;     /* SITEFS_STREAM_MIN: bodies this big are streamed (0: never) */
 	struct profile *profile; /* NULL: no --profile */
 	struct compile *compile; /* NULL: no compile ahead (compile.c) */
+	struct ahead *ahead;  /* NULL: no import-graph prefetch */
 	struct fs_prepare_stats stats;
 	struct catalog_writer *catalog_writer; /* rows of this mount's misses, until joined */
 };
@@ -289,6 +290,8 @@ struct compile *compile_free(struct compile *c);
 /* A fill published source node src along with the body it was asked for:
  * compile it ahead.  Never blocks (drops it when behind).  Accepts NULL. */
 void compile_note(struct compile *c, uint32_t src);
+/* Whether this mount's compile ahead took src (a neighbour filled here). */
+bool compile_done(struct compile *c, uint32_t src);
 enum compile_miss {
 	COMPILE_MISS,  /* reply ENOENT: Python compiles it (and compile.c will not) */
 	COMPILE_HELD,  /* being compiled: req is answered by pyc_lookup once it is done */
@@ -345,12 +348,29 @@ struct profile;
 /* Loads path (a missing, unreadable or corrupt file is a warning, never an
  * error) and starts the replay of its bodies in the background. */
 struct profile *profile_open(struct fs_ctx *ctx, const char *path);
+/* Stops the replay (joins it: the fills it ran have answered their
+ * waiters). Accepts NULL; profile_close does it too. */
+void profile_stop(struct profile *p);
 /* Stops the replay and writes what this mount opened. Accepts NULL. */
 struct profile *profile_close(struct profile *p);
 /* Records that tree node i (a body) was opened. Accepts p == NULL. */
 void profile_note(struct profile *p, uint32_t i);
 /* A pyc was published in the store (the next write looks for new ones). */
 void profile_note_pyc(struct profile *p);
+
+/* --- ahead.c: the import-graph prefetch (see the DESIGN note there). */
+struct ahead;
+/* NULL when SITEFS_IMPORT_AHEAD=0 (or the tree has no site-packages). */
+struct ahead *ahead_new(struct fs_ctx *ctx);
+/* BODY node i was opened (op_open: hit or miss) or filled for an opener
+ * (body_fill): a source is scanned once, and what it imports fetched in the
+ * background.  Cheap (a CAS, a queue push); accepts a == NULL. */
+void ahead_note(struct ahead *a, uint32_t i);
+/* Ends the prefetch: call once the engine's requests are cancelled and
+ * before the fill pool is freed (joins its threads).  Accepts NULL. */
+void ahead_stop(struct ahead *a);
+/* Frees it once no fill can end any more (after the profile). */
+struct ahead *ahead_free(struct ahead *a);
 
 /* --- ops.c */
 const struct fuse_lowlevel_ops *ops_get(void);

@@ -323,6 +323,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		/* A cached body is answered here; a miss goes to the fill pool,
 		 * which answers it (async.c): no worker waits for the network. */
 		profile_note(ctx->profile, (uint32_t)i); /* fs_body_open notes the rest */
+		ahead_note(ctx->ahead, (uint32_t)i); /* a source's imports, if not scanned yet */
 		uint8_t key[32];
 		bool verified;
 		body_key(ctx, (uint32_t)i, key, &verified);
@@ -366,6 +367,7 @@ static void read_node(struct fs_ctx *ctx, fuse_req_t req, fuse_ino_t ino, uint32
 			return;
 		}
 		profile_note(ctx->profile, i); /* the first read stands for the open */
+		ahead_note(ctx->ahead, i);     /* a source's imports, if not scanned yet */
 		uint8_t key[32];
 		bool verified;
 		body_key(ctx, i, key, &verified);
@@ -708,6 +710,8 @@ int fs_serve(struct fs_ctx *ctx, const char *mountpoint, const char *fuse_opts, 
 	 * openers and readers get EIO: all answered before the unmount. */
 	async_stop(ctx->async);
 	http_cancel(ctx->http, NULL);
+	ahead_stop(ctx->ahead); /* its fills answer waiting readers: before async_free */
+	profile_stop(ctx->profile); /* so do the replay's */
 	ctx->async = async_free(ctx->async);
 	ctx->se = NULL;
 	fuse_session_unmount(se);

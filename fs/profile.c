@@ -932,18 +932,24 @@ struct profile *profile_open(struct fs_ctx *ctx, const char *path)
 	return p;
 }
 
+void profile_stop(struct profile *p)
+{
+	if (!p || !p->started)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->stopping = true;
+	pthread_cond_broadcast(&p->cond);
+	pthread_cond_broadcast(&p->mem_cond);
+	pthread_mutex_unlock(&p->lock);
+	pthread_join(p->thread, NULL);
+	p->started = false;
+}
+
 struct profile *profile_close(struct profile *p)
 {
 	if (!p)
 		return NULL;
-	if (p->started) {
-		pthread_mutex_lock(&p->lock);
-		p->stopping = true;
-		pthread_cond_broadcast(&p->cond);
-		pthread_cond_broadcast(&p->mem_cond);
-		pthread_mutex_unlock(&p->lock);
-		pthread_join(p->thread, NULL);
-	}
+	profile_stop(p);
 	save(p);
 	pthread_mutex_destroy(&p->lock);
 	pthread_cond_destroy(&p->cond);

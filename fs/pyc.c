@@ -661,10 +661,16 @@ static int open_fd(struct pyc *p, fuse_ino_t ino)
 	int fd = open(sp, O_RDONLY | O_CLOEXEC);
 	free(sp);
 	/* a source used through its pyc (one compiled ahead, say) is never
-	 * opened: the profile names it too, so that it carries the pyc (empty
+	 * read: the profile names it too, so that it carries the pyc (empty
 	 * sources are never named: their one pyc always goes with the file) */
-	if (fd >= 0 && p->ctx->tree->nodes[src].size > 0)
+	if (fd >= 0 && p->ctx->tree->nodes[src].size > 0) {
 		profile_note(p->ctx->profile, src);
+		/* one compiled ahead was filled here, as a neighbour: what it
+		 * imports is prefetched as if it had been read (a warm mount's
+		 * sources are not scanned again) */
+		if (compile_done(p->ctx->compile, src))
+			ahead_note(p->ctx->ahead, src);
+	}
 	return fd < 0 ? -ENOENT : fd;
 }
 
