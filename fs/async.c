@@ -395,41 +395,39 @@ void async_stop(struct async *a)
 	pthread_mutex_unlock(&a->lock);
 }
 
-void async_open(struct async *a, fuse_req_t req, fuse_ino_t ino, uint32_t node,
-		struct fuse_file_info *fi)
+static struct job *job_new(struct async *a, enum job_kind kind, fuse_req_t req, fuse_ino_t ino,
+			   uint32_t node)
 {
 	struct job *j = xcalloc(1, sizeof(*j));
 	j->w.done = job_done;
 	j->a = a;
+	j->kind = kind;
 	j->req = req;
-	j->fi = *fi;
 	j->ino = ino;
 	j->node = node;
+	return j;
+}
+
+void async_open(struct async *a, fuse_req_t req, fuse_ino_t ino, uint32_t node,
+		struct fuse_file_info *fi)
+{
+	struct job *j = job_new(a, JOB_OPEN, req, ino, node);
+	j->fi = *fi;
 	enqueue(a, j);
 }
 
 void async_read_node(struct async *a, fuse_req_t req, fuse_ino_t ino, uint32_t node,
 		     size_t size, off_t off)
 {
-	struct job *j = xcalloc(1, sizeof(*j));
-	j->w.done = job_done;
-	j->a = a;
-	j->kind = JOB_READ;
-	j->req = req;
+	struct job *j = job_new(a, JOB_READ, req, ino, node);
 	j->size = size;
 	j->off = off;
-	j->ino = ino;
-	j->node = node;
 	enqueue(a, j);
 }
 
 void async_inval(struct async *a, fuse_ino_t ino)
 {
-	struct job *j = xcalloc(1, sizeof(*j));
-	j->a = a;
-	j->kind = JOB_INVAL;
-	j->ino = ino;
-	enqueue(a, j);
+	enqueue(a, job_new(a, JOB_INVAL, NULL, ino, 0));
 }
 
 static struct handle *handle_of(uint64_t fh)

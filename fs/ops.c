@@ -4,6 +4,9 @@
  * cache everything for a long time: entries, attributes, negative lookups
  * (imports probe many missing names), symlinks and page-cache contents
  * (keep_cache).  Inode numbers are node index + 1; forget is a no-op.
+ * open and opendir are answered ENOSYS once where the kernel supports it:
+ * it then opens by itself, fills start at a body's first read, and reads
+ * are served from one descriptor per body (nodefd.c).
  * Bodies are served from cache files with fd-backed buffers (splice).
  * Every handler replies exactly once.  Writes fail with EROFS, except
  * Python's bytecode writes inside the virtual __pycache__ directories,
