@@ -43,7 +43,7 @@
  *   before the fill pool is freed (a waiting opener is answered from our
  *   fill's thread); ahead_free once no other fill can end (after the
  *   profile), since our waiters are called by whoever ends a fill.
- * - Locking: a->lock (queue, thread count, budget, waiter count) is a
+ * - Locking: a->lock (queue, thread count, waiter count) is a
  *   leaf, never held across a fill, a scan or a cache call. */
 #include <errno.h>
 #include <pthread.h>
@@ -73,14 +73,14 @@ struct ahead {
 	_Atomic uint8_t *state; /* per tree node: ST_* */
 
 	pthread_mutex_t lock;
-	pthread_cond_t cond, mem_cond, wait_cond;
+	pthread_cond_t cond, wait_cond;
 	uint32_t *q; /* a ring of nodes: q[(qhead + k) % qcap], k < qlen; protected by lock */
 	size_t qhead, qlen, qcap;
 	pthread_t threads[WORKERS];
 	unsigned nthreads, idle; /* protected by lock, as is what follows */
 	bool stopping, stopped;
-	uint64_t mem_used;
 	unsigned waiting; /* our waiters queued on others' fills */
+	struct budget mem; /* ranges and inflated entries in flight */
 
 	_Atomic uint64_t scanned, wanted, filled, fill_bytes, joined, failed;
 };
@@ -301,26 +301,6 @@ static uint64_t mem_need(const struct tree_node *nd, const struct cache_claim *c
 	return MIN(sum, (uint64_t)RUN_MAX) + most;
 }
 
-static bool mem_take(struct ahead *a, uint64_t need)
-{
-	pthread_mutex_lock(&a->lock);
-	while (!a->stopping && a->mem_used && a->mem_used + need > MEM_BUDGET)
-		pthread_cond_wait(&a->mem_cond, &a->lock);
-	bool ok = !a->stopping;
-	if (ok)
-		a->mem_used += need;
-	pthread_mutex_unlock(&a->lock);
-	return ok;
-}
-
-static void mem_give(struct ahead *a, uint64_t need)
-{
-	pthread_mutex_lock(&a->lock);
-	a->mem_used -= need;
-	pthread_cond_broadcast(&a->mem_cond);
-	pthread_mutex_unlock(&a->lock);
-}
-
 static void process(struct ahead *a, uint32_t node)
 {
 	struct fs_ctx *ctx = a->ctx;
@@ -336,7 +316,7 @@ static void process(struct ahead *a, uint32_t node)
 	struct cache_claim *claims = NULL;
 	size_t n = body_claims(ctx, node, &claims);
 	uint64_t need = mem_need(nd, claims, n);
-	if (!mem_take(a, need)) {
+	if (!budget_take(&a->mem, need)) {
 		free(claims);
 		return;
 	}
@@ -381,7 +361,7 @@ static void process(struct ahead *a, uint32_t node)
 		atomic_store(&a->state[node], ST_DONE);
 		break;
 	}
-	mem_give(a, need);
+	budget_give(&a->mem, need);
 	free(claims);
 }
 
@@ -433,7 +413,7 @@ struct ahead *ahead_new(struct fs_ctx *ctx)
 	a->state = xcalloc(ctx->tree->n ? ctx->tree->n : 1, sizeof(*a->state));
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_cond_init(&a->cond, NULL);
-	pthread_cond_init(&a->mem_cond, NULL);
+	budget_init(&a->mem, MEM_BUDGET);
 	pthread_cond_init(&a->wait_cond, NULL);
 	return a;
 }
@@ -447,8 +427,8 @@ void ahead_stop(struct ahead *a)
 	a->stopping = a->stopped = true;
 	a->qlen = 0;
 	pthread_cond_broadcast(&a->cond);
-	pthread_cond_broadcast(&a->mem_cond);
 	pthread_mutex_unlock(&a->lock);
+	budget_stop(&a->mem);
 	if (!first)
 		return;
 	/* no thread starts once stopping: nthreads is stable */
@@ -477,7 +457,7 @@ struct ahead *ahead_free(struct ahead *a)
 		pthread_cond_wait(&a->wait_cond, &a->lock);
 	pthread_mutex_unlock(&a->lock);
 	pthread_cond_destroy(&a->cond);
-	pthread_cond_destroy(&a->mem_cond);
+	budget_destroy(&a->mem);
 	pthread_cond_destroy(&a->wait_cond);
 	pthread_mutex_destroy(&a->lock);
 	free(a->q);

@@ -343,6 +343,24 @@ int nodefd_put(struct nodefd *t, uint32_t i, int fd, bool *ret_owned);
 void nodefd_failed(struct nodefd *t, uint32_t i);
 bool nodefd_held(struct nodefd *t, uint32_t i);
 
+/* --- budget.c: bytes in flight under a bound, for background fetchers
+ * (see the DESIGN note there).  Thread-safe. */
+struct budget {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	uint64_t max, used, peak; /* protected by lock */
+	bool stopping;
+};
+void budget_init(struct budget *b, uint64_t max);
+void budget_destroy(struct budget *b);
+/* Waits until need more bytes fit (or nothing else is in flight): true, or
+ * false once stopped (then nothing was taken). */
+bool budget_take(struct budget *b, uint64_t need);
+void budget_give(struct budget *b, uint64_t need);
+/* Takers get false from now on; waiting ones are woken. */
+void budget_stop(struct budget *b);
+uint64_t budget_peak(struct budget *b);
+
 /* --- profile.c: --profile FILE (see the DESIGN note there). */
 struct profile;
 /* Loads path (a missing, unreadable or corrupt file is a warning, never an

@@ -41,7 +41,7 @@
  *   time.
  * - Recording is one store per opened node into an array (no lock): the
  *   order of first opens, which orders the pycs.
- * - Locking: p->lock (the stop flag and the memory budget) is a leaf. */
+ * - Locking: p->lock (the stop flag) is a leaf, as is the budget's. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -114,9 +114,9 @@ struct profile {
 	pthread_t thread;
 	bool started;
 	pthread_mutex_t lock;
-	pthread_cond_t cond, mem_cond;
+	pthread_cond_t cond;
 	bool stopping;	   /* protected by lock */
-	uint64_t mem_used; /* protected by lock */
+	struct budget mem; /* ranges + inflated entries in flight */
 
 	/* replay work, shared by the workers */
 	struct prange *ranges;
@@ -124,7 +124,6 @@ struct profile {
 	_Atomic size_t next;
 	_Atomic uint64_t bodies, bytes, failed;
 	size_t lazy; /* sources not fetched: their pyc is there */
-	uint64_t mem_peak; /* protected by lock */
 	size_t seeded, seed_present, seed_bad;
 };
 
@@ -724,30 +723,6 @@ static void run_range(struct profile *p, struct prange *ru)
 	buf_free(&b);
 }
 
-/* Waits until need more bytes fit in the budget (or nothing else is in
- * flight); false when unmounting. */
-static bool mem_take(struct profile *p, uint64_t need)
-{
-	pthread_mutex_lock(&p->lock);
-	while (!p->stopping && p->mem_used && p->mem_used + need > MEM_BUDGET)
-		pthread_cond_wait(&p->mem_cond, &p->lock);
-	bool ok = !p->stopping;
-	if (ok) {
-		p->mem_used += need;
-		p->mem_peak = MAX(p->mem_peak, p->mem_used);
-	}
-	pthread_mutex_unlock(&p->lock);
-	return ok;
-}
-
-static void mem_give(struct profile *p, uint64_t need)
-{
-	pthread_mutex_lock(&p->lock);
-	p->mem_used -= need;
-	pthread_cond_broadcast(&p->mem_cond);
-	pthread_mutex_unlock(&p->lock);
-}
-
 static void *worker(void *arg)
 {
 	struct profile *p = arg;
@@ -756,13 +731,13 @@ static void *worker(void *arg)
 		if (i >= p->nranges)
 			return NULL;
 		struct prange *ru = &p->ranges[i];
-		if (!mem_take(p, ru->need)) { /* unmounting: give the claims up */
+		if (!budget_take(&p->mem, ru->need)) { /* unmounting: give the claims up */
 			for (size_t j = 0; !ru->big && j < ru->n; j++)
 				cache_publish(p->ctx->cache, &ru->e[j].cl, NULL);
 			continue;
 		}
 		run_range(p, ru);
-		mem_give(p, ru->need);
+		budget_give(&p->mem, ru->need);
 	}
 }
 
@@ -875,7 +850,7 @@ static void *profile_main(void *arg)
 		 "; %zu pycs seeded in %.0f ms (%zu were there, %zu refused), %zu sources "
 		 "left to their first open; replay memory peak %.1f MB",
 		 p->seeded, t_seed / 1e6, p->seed_present, p->seed_bad, p->lazy,
-		 p->mem_peak / 1e6);
+		 budget_peak(&p->mem) / 1e6);
 	if (p->nranges) {
 		http_get_stats(p->ctx->http, &h1);
 		log_notice("profile \"%s\": %llu bodies (%.1f MB) fetched in %zu ranges, "
@@ -921,7 +896,7 @@ struct profile *profile_open(struct fs_ctx *ctx, const char *path)
 	p->fd = -1;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
-	pthread_cond_init(&p->mem_cond, NULL);
+	budget_init(&p->mem, MEM_BUDGET);
 	index_sources(p);
 	load(p);
 	int r = pthread_create(&p->thread, NULL, profile_main, p);
@@ -939,8 +914,8 @@ void profile_stop(struct profile *p)
 	pthread_mutex_lock(&p->lock);
 	p->stopping = true;
 	pthread_cond_broadcast(&p->cond);
-	pthread_cond_broadcast(&p->mem_cond);
 	pthread_mutex_unlock(&p->lock);
+	budget_stop(&p->mem);
 	pthread_join(p->thread, NULL);
 	p->started = false;
 }
@@ -953,7 +928,7 @@ struct profile *profile_close(struct profile *p)
 	save(p);
 	pthread_mutex_destroy(&p->lock);
 	pthread_cond_destroy(&p->cond);
-	pthread_cond_destroy(&p->mem_cond);
+	budget_destroy(&p->mem);
 	if (p->fd >= 0)
 		close(p->fd);
 	free(p->seeds);
