@@ -547,6 +547,13 @@ class Mount:
     def log(self):
         return self.logpath.read_text(errors="replace")
 
+    def sigterm(self):
+        """Sends the daemon SIGTERM; returns the seconds it took to exit."""
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(10)
+        return time.monotonic() - t0
+
     def allow(self, *patterns):
         """Daemon output lines matching any of these regexes are not failures."""
         self.allowed += [re.compile(p) for p in patterns]
